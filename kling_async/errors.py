@@ -19,6 +19,7 @@ The hierarchy::
     │   └── ServerError             5000-5002 / HTTP 5xx; retried
     ├── APIConnectionError          no usable answer: connection refused, reset or dropped
     │   └── APITimeoutError         the request timed out
+    ├── PartialSubmitError          some of many submissions failed; the created tasks are kept
     ├── SubmitUncertainError        a create failed ambiguously and the client could not tell
     │                               whether a task was created (carries external_task_id)
     ├── ResponseParseError          the server's answer could not be understood
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidRequestError",
     "KlingError",
     "NotFoundError",
+    "PartialSubmitError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseParseError",
@@ -194,6 +196,24 @@ class SubmitUncertainError(KlingError):
         self.external_task_id = external_task_id
         self.kind = kind
         super().__init__(f"{message} (external_task_id {external_task_id!r}, kind {kind})")
+
+
+class PartialSubmitError(KlingError):
+    """Some submissions of a batch failed. The tasks that were created are not lost.
+
+    Attributes:
+        tasks: the tasks that were created, in request order.
+        errors: ``(index, error)`` for each request that failed, by its position in the input.
+    """
+
+    def __init__(self, *, tasks: Sequence[Task], errors: Sequence[tuple[int, KlingError]]) -> None:
+        self.tasks = tuple(tasks)
+        self.errors = tuple(errors)
+        first_index, first = self.errors[0]
+        super().__init__(
+            f"{len(self.errors)} of {len(self.tasks) + len(self.errors)} submissions failed "
+            f"(first: request {first_index}: {first}); {len(self.tasks)} tasks were created"
+        )
 
 
 class ResponseParseError(KlingError):

@@ -1,0 +1,565 @@
+"""``KlingClient``: one async session over one connection pool.
+
+The client composes small parts and owns none of their logic: the :class:`Transport` sends bytes,
+:mod:`~kling_async.wire` reads them, the :class:`~kling_async.limiter.RateLimiter` spaces requests,
+:class:`~kling_async.slots.TaskSlots` bounds tasks in flight, and the
+:class:`~kling_async.scheduler.PollScheduler` decides when to check which task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import attrs
+
+from . import wire
+from .auth import AccessKeyAuth, ApiKeyAuth, Auth
+from .clock import Clock, SystemClock
+from .errors import (
+    APIConnectionError,
+    APIError,
+    BadRequestError,
+    ConcurrencyLimitError,
+    ConfigurationError,
+    KlingError,
+    NotFoundError,
+    PartialSubmitError,
+    RateLimitError,
+    ServerError,
+    SubmitUncertainError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from .events import ConcurrencyLimited, Event, EventHub, EventSink, Retrying, TaskSubmitted
+from .kinds import kind_for_request, kind_named
+from .limiter import RateLimit, RateLimiter, TokenBucketLimiter, UnlimitedLimiter
+from .models import Task, TaskKind, TaskRequest, TextToVideo
+from .providers import COMETAPI, KLING, ExternalIdLookup, Provider
+from .retry import RetryPolicy, needs_new_token
+from .scheduler import PollPolicy
+from .slots import SlotPool, TaskSlots
+from .transport import AiohttpTransport, Transport
+from .validation import RequestLimits
+from .download import Downloader
+from .watch import Watcher
+
+__all__ = ["KlingClient"]
+
+logger = logging.getLogger("kling_async.client")
+
+_ENV_API_KEY = "COMETAPI_KEY"
+_ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
+_ENV_SECRET_KEY = "KLING_SECRET_KEY"
+_ENV_BASE_URL = "KLING_BASE_URL"
+
+
+def _provider_named(name: str) -> Provider:
+    providers = {"cometapi": COMETAPI, "kling": KLING}
+    try:
+        return providers[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown provider {name!r}; use 'cometapi', 'kling' or a Provider instance"
+        ) from None
+
+
+def _build_auth(
+    provider: Provider, api_key: str | None, access_key: str | None, secret_key: str | None
+) -> Auth:
+    if api_key is not None:
+        return ApiKeyAuth(api_key)
+    if access_key is not None or secret_key is not None:
+        if not (access_key and secret_key):
+            raise ConfigurationError("access_key and secret_key must be given together")
+        return AccessKeyAuth(access_key, secret_key)
+    env_key = os.environ.get(_ENV_API_KEY)
+    if env_key:
+        return ApiKeyAuth(env_key)
+    env_access, env_secret = os.environ.get(_ENV_ACCESS_KEY), os.environ.get(_ENV_SECRET_KEY)
+    if env_access and env_secret:
+        return AccessKeyAuth(env_access, env_secret)
+    raise ConfigurationError(
+        f"no credentials for provider {provider.name!r}: pass api_key=..., or set "
+        f"${_ENV_API_KEY} (or ${_ENV_ACCESS_KEY} and ${_ENV_SECRET_KEY} for Kling's own API)"
+    )
+
+
+class KlingClient:
+    """An async session with the Kling video API.
+
+    Use it as an async context manager; all requests share one connection pool, one rate limiter
+    and one pool of task slots.
+
+    Args:
+        api_key: a CometAPI key (or a Kling API key); falls back to ``$COMETAPI_KEY``.
+        access_key: Kling access key, for the JWT scheme (with ``secret_key``); falls back to
+            ``$KLING_ACCESS_KEY``.
+        secret_key: Kling secret key; falls back to ``$KLING_SECRET_KEY``.
+        provider: ``"cometapi"`` (default), ``"kling"``, or a :class:`Provider`.
+        base_url: another host for the provider (a proxy or the emulator); falls back to
+            ``$KLING_BASE_URL``.
+        limits: request limits checked before sending; defaults to the provider's.
+        retry: the retry policy for transient failures.
+        rate: requests per second (with burst) shared by every request this client sends.
+        max_active_tasks: how many submitted-but-unfinished tasks may exist at once (Kling's
+            per-account concurrency); ``submit`` waits for a free slot.
+        poll: how often the scheduler checks tasks.
+        timeout: seconds allowed for each HTTP request.
+        transport: a custom :class:`Transport` (tests, proxies).
+        clock: a custom :class:`Clock` (tests).
+
+    Example::
+
+        async with KlingClient() as client:
+            task = await client.text_to_video("A beach at sunset", aspect_ratio="9:16")
+            done = await client.wait(task, timeout=900)
+            path = await client.download(done, "out/")
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        provider: Provider | Literal["cometapi", "kling"] = "cometapi",
+        base_url: str | None = None,
+        limits: RequestLimits | None = None,
+        retry: RetryPolicy | None = None,
+        rate: RateLimit | None = None,
+        max_active_tasks: int | None = None,
+        poll: PollPolicy | None = None,
+        timeout: float = 60.0,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        limiter: RateLimiter | None = None,
+        slots: TaskSlots | None = None,
+    ) -> None:
+        resolved = _provider_named(provider) if isinstance(provider, str) else provider
+        base_url = base_url or os.environ.get(_ENV_BASE_URL)
+        if base_url is not None:
+            if not base_url.startswith(("http://", "https://")):
+                raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+            resolved = resolved.with_base_url(base_url)
+        if max_active_tasks is not None and max_active_tasks < 1:
+            raise ConfigurationError("max_active_tasks must be at least 1")
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be positive")
+        self.provider = resolved
+        """Where requests go, and which unconfirmed features are relied on."""
+        self.limits = limits or resolved.limits
+        """The request limits checked before sending."""
+        self.retry = retry or RetryPolicy()
+        """The retry policy."""
+        self.poll_policy = poll or PollPolicy()
+        """How the scheduler paces status checks."""
+        self.timeout = timeout
+        self.clock: Clock = clock or SystemClock()
+        self.events = EventHub()
+        """Subscribe to submissions, polls, retries and finished tasks: ``client.events.add(fn)``."""
+        self._auth = _build_auth(resolved, api_key, access_key, secret_key)
+        self._transport = transport or AiohttpTransport()
+        self.limiter: RateLimiter = limiter or (
+            TokenBucketLimiter(rate, clock=self.clock, events=self._emit)
+            if rate is not None
+            else UnlimitedLimiter()
+        )
+        self.slots: TaskSlots = slots or SlotPool(max_active_tasks, clock=self.clock, events=self._emit)
+        self._active: set[str] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"KlingClient(provider={self.provider.name!r}, base_url={self.provider.base_url!r}, "
+            f"auth={self._auth!r})"
+        )
+
+    async def __aenter__(self) -> KlingClient:
+        if self._closed:
+            raise ConfigurationError("this client is closed; create a new KlingClient")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Safe to call twice."""
+        self._closed = True
+        await self._transport.aclose()
+
+    def _emit(self, event: Event) -> None:
+        self.events(event)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> Any:
+        """Send one API request through the limiter, retrying transient failures if *retry*."""
+        if self._closed:
+            raise ConfigurationError("this client is closed; create a new KlingClient")
+        where = f"{method} {path}"
+        retries = 0
+        resigned = False
+        while True:
+            await self.limiter.acquire()
+            try:
+                raw = await self._transport.request(
+                    method,
+                    self.provider.url(path),
+                    headers={"Authorization": self._auth.header(), "Accept": "application/json"},
+                    json=json,
+                    params=params,
+                    timeout=self.timeout,
+                )
+                data = wire.parse_envelope(raw.status, raw.headers, raw.body, where=where)
+            except (APIError, APIConnectionError) as exc:
+                if isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError):
+                    # One shared cool-down for every coroutine, instead of N private back-offs.
+                    self.limiter.on_rate_limited(exc.retry_after)
+                if needs_new_token(exc) and not resigned:
+                    self._auth.invalidate()
+                    resigned = True
+                    continue
+                if not retry or not self.retry.should_retry(exc, retries):
+                    raise
+                delay = 0.0
+                if not (isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError)):
+                    delay = self.retry.delay(retries, getattr(exc, "retry_after", None))
+                retries += 1
+                logger.info("%s failed (%s); retry %d in %.2fs", where, type(exc).__name__, retries, delay)
+                self._emit(Retrying(operation=where, attempt=retries, delay=delay, error=exc))
+                await self.clock.sleep(delay)
+                continue
+            self.limiter.on_success()
+            return data
+
+    # -- single tasks ----------------------------------------------------------------------
+
+    async def get_task(self, task: Task | str, kind: TaskKind | str = "text2video") -> Task:
+        """Fetch a task's current state.
+
+        Args:
+            task: a :class:`Task`, or a task id (then *kind* says which endpoint created it).
+            kind: the task kind when *task* is an id: a :class:`TaskKind` or its name.
+        """
+        if isinstance(task, Task):
+            task_id, resolved = task.id, task.kind
+        else:
+            task_id, resolved = task, kind_named(kind) if isinstance(kind, str) else kind
+        if not task_id or "/" in task_id:
+            raise ConfigurationError(f"not a task id: {task_id!r}")
+        path = f"{resolved.path}/{task_id}"
+        data = await self._call("GET", path)
+        found = wire.parse_task(data, resolved, where=f"GET {path}")
+        self.observe(found)
+        return found
+
+    def observe(self, task: Task) -> None:
+        """Note a task's state: frees its task slot once it has finished."""
+        if task.is_finished and task.id in self._active:
+            self._active.discard(task.id)
+            self.slots.release()
+
+    async def list_tasks(
+        self, kind: TaskKind | str = "text2video", *, page: int = 1, page_size: int = 30
+    ) -> list[Task]:
+        """List recent tasks of one kind (Kling's ``?pageNum=&pageSize=``; UNCONFIRMED on CometAPI)."""
+        resolved = kind_named(kind) if isinstance(kind, str) else kind
+        if not 1 <= page <= 1000 or not 1 <= page_size <= 500:
+            raise ConfigurationError("page must be in [1, 1000] and page_size in [1, 500]")
+        data = await self._call(
+            "GET", resolved.path, params={"pageNum": str(page), "pageSize": str(page_size)}
+        )
+        return wire.parse_task_list(data, resolved, where=f"GET {resolved.path}")
+
+    async def find_by_external_id(self, external_task_id: str, kind: TaskKind | str = "text2video") -> Task | None:
+        """Look a task up by its ``external_task_id``; ``None`` when the server says it has none.
+
+        The query form comes from :attr:`Provider.external_lookup` (UNCONFIRMED on CometAPI).
+
+        Raises:
+            SubmitUncertainError: when the provider has no look-up form configured.
+        """
+        resolved = kind_named(kind) if isinstance(kind, str) else kind
+        lookup = self.provider.external_lookup
+        if lookup is ExternalIdLookup.NONE:
+            raise SubmitUncertainError(
+                "this provider has no external-id look-up", external_task_id=external_task_id, kind=resolved.name
+            )
+        try:
+            if lookup is ExternalIdLookup.PATH:
+                path = f"{resolved.path}/{external_task_id}"
+                data = await self._call("GET", path)
+            else:
+                path = resolved.path
+                data = await self._call("GET", path, params={"external_task_id": external_task_id})
+        except NotFoundError:
+            return None
+        if isinstance(data, list):
+            tasks = wire.parse_task_list(data, resolved, where=f"GET {path}")
+            matches = [task for task in tasks if task.external_task_id == external_task_id]
+            return matches[0] if matches else None
+        found = wire.parse_task(data, resolved, where=f"GET {path}")
+        return found
+
+    # -- creating tasks --------------------------------------------------------------------
+
+    async def submit(self, request: TaskRequest, *, external_task_id: str | None = None) -> Task:
+        """Create a task; returns it as the server reported it (usually ``submitted``).
+
+        The request is validated first (nothing is sent if it is wrong). Every create carries an
+        ``external_task_id`` (the request's, this argument, or a generated one), so that after an
+        ambiguous failure (a timeout or dropped connection after sending) the client can find out
+        whether a task was created instead of paying twice. With ``max_active_tasks`` set, this
+        waits for a free task slot first; a 1303 from the server re-queues the submission.
+
+        Raises:
+            ValidationError: before any network call, naming the field.
+            SubmitUncertainError: when a task may exist and the client could not find out.
+            APIError: for definite failures (content policy, bad parameters, auth, balance).
+        """
+        kind = kind_for_request(request)
+        self.limits.check(request)
+        ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
+        body = wire.request_body(request, external_task_id=ext_id)
+        await self.slots.acquire()
+        try:
+            task = await self._create(kind, body, ext_id)
+        except BaseException:
+            self.slots.release()
+            raise
+        if task.external_task_id is None:
+            task = _with_external_id(task, ext_id)
+        if task.is_finished:
+            self.slots.release()
+        else:
+            self._active.add(task.id)
+        self._emit(TaskSubmitted(task=task))
+        return task
+
+    async def text_to_video(self, prompt: str, **fields: Any) -> Task:
+        """Shorthand for ``submit(TextToVideo(prompt=prompt, **fields))``.
+
+        Example::
+
+            task = await client.text_to_video("A beach at sunset", aspect_ratio="9:16", mode="pro")
+        """
+        return await self.submit(TextToVideo(prompt=prompt, **fields))
+
+    async def _create(self, kind: TaskKind, body: dict[str, Any], ext_id: str) -> Task:
+        retries = 0
+        maybe_created = False
+        while True:
+            try:
+                data = await self._call("POST", kind.path, json=body, retry=False)
+                return wire.parse_task(data, kind, where=f"POST {kind.path}")
+            except ConcurrencyLimitError as exc:
+                # Definitely not created; someone else holds slots on this account.
+                error: KlingError = exc
+                self.slots.release()
+                self.slots.on_concurrency_limited()
+                self._emit(ConcurrencyLimited(limit=self.slots.limit or 0))
+                await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
+                await self.slots.acquire()
+                retries += 1
+                continue
+            except BadRequestError as exc:
+                if maybe_created and "external_task_id" in exc.message:
+                    # Our earlier attempt did land: the id is taken by the task we created.
+                    found = await self._lookup_after_ambiguous(kind, ext_id)
+                    if found is not None:
+                        return found
+                raise
+            except (APIConnectionError, ServerError, RateLimitError) as exc:
+                error = exc
+                ambiguous = _ambiguous(exc)
+            if not self.retry.should_retry(error, retries):
+                if ambiguous or maybe_created:
+                    found = await self._lookup_after_ambiguous(kind, ext_id)
+                    if found is not None:
+                        return found
+                    raise SubmitUncertainError(
+                        f"create failed ({error}) and retries are exhausted",
+                        external_task_id=ext_id,
+                        kind=kind.name,
+                    ) from error
+                raise error
+            if ambiguous:
+                maybe_created = True
+                found = await self._lookup_after_ambiguous(kind, ext_id)
+                if found is not None:
+                    logger.info("create of %s was ambiguous; adopted task %s", ext_id, found.id)
+                    return found
+            delay = self.retry.delay(retries, getattr(error, "retry_after", None))
+            retries += 1
+            self._emit(Retrying(operation=f"POST {kind.path}", attempt=retries, delay=delay, error=error))
+            await self.clock.sleep(delay)
+
+    async def _lookup_after_ambiguous(self, kind: TaskKind, ext_id: str) -> Task | None:
+        """Find the task an ambiguous create may have made; raise if we cannot be sure."""
+        try:
+            found = await self.find_by_external_id(ext_id, kind)
+        except (APIError, APIConnectionError) as exc:
+            raise SubmitUncertainError(
+                f"create may have succeeded and the look-up failed ({exc})",
+                external_task_id=ext_id,
+                kind=kind.name,
+            ) from exc
+        if found is None and not self.provider.trust_not_found:
+            raise SubmitUncertainError(
+                f"create may have succeeded; provider {self.provider.name!r} cannot confirm "
+                "that no task exists",
+                external_task_id=ext_id,
+                kind=kind.name,
+            )
+        return found
+
+    async def submit_many(
+        self,
+        requests: Iterable[TaskRequest],
+        *,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+    ) -> list[Task]:
+        """Submit many requests concurrently; returns the tasks in the order of *requests*.
+
+        Every request is validated before the first is sent. Submissions wait for task slots
+        (``max_active_tasks``) and share the rate limiter. If some fail, the tasks that were created
+        are never lost: they are in :attr:`PartialSubmitError.tasks` (or, with
+        ``return_exceptions=True``, the result list holds the error in that request's place).
+        """
+        items = list(requests)
+        for request in items:
+            self.limits.check(request)
+        results: list[Task | KlingError | None] = [None] * len(items)
+        gate = anyio.CapacityLimiter(max(1, concurrency))
+
+        async def one(index: int, request: TaskRequest) -> None:
+            async with gate:
+                try:
+                    results[index] = await self.submit(request)
+                except KlingError as exc:
+                    results[index] = exc
+
+        async with anyio.create_task_group() as group:
+            for index, request in enumerate(items):
+                group.start_soon(one, index, request)
+        if return_exceptions:
+            return results  # type: ignore[return-value]
+        errors = [(index, item) for index, item in enumerate(results) if isinstance(item, KlingError)]
+        tasks = [item for item in results if isinstance(item, Task)]
+        if errors:
+            raise PartialSubmitError(tasks=tasks, errors=errors)  # type: ignore[arg-type]
+        return tasks
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(
+        self,
+        tasks: Iterable[Task] = (),
+        *,
+        timeout: float | None = None,
+        task_timeout: float | None = None,
+    ) -> AsyncIterator[Watcher]:
+        """Track tasks until they finish; iterate to get them in completion order.
+
+        With *tasks*, iteration ends when all of them have finished. With none, it is a stream:
+        ``watcher.add(task)`` while iterating, ``watcher.close()`` when no more will come.
+
+        Args:
+            tasks: tasks to track from the start.
+            timeout: overall seconds; when they pass, iteration raises
+                :class:`~kling_async.WaitTimeoutError` listing the pending tasks.
+            task_timeout: seconds per task, counted from when it is added.
+
+        Example::
+
+            async with client.watch(tasks, timeout=1800) as results:
+                async for task in results:
+                    print(task.id, task.status)
+        """
+        watcher = Watcher(
+            fetch=self.get_task,
+            batch_fetch=self._batch_fetch if self.provider.supports_list else None,
+            policy=self.poll_policy,
+            clock=self.clock,
+            events=self._emit,
+            on_finished=self.observe,
+            timeout=timeout,
+            task_timeout=task_timeout,
+        )
+        async with watcher:
+            for task in tasks:
+                watcher.add(task)
+            if tasks:
+                watcher.close()
+            yield watcher
+
+    async def _batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:
+        """Check many tasks with list requests (only where the provider lists tasks)."""
+        wanted = {task.id for task in tasks}
+        found: list[Task] = []
+        for kind in {task.kind for task in tasks}:
+            listed = await self.list_tasks(kind, page=1, page_size=500)
+            found.extend(task for task in listed if task.id in wanted)
+        for task in found:
+            self.observe(task)
+        return found
+
+    async def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:
+        """Poll until *task* finishes; return it when it succeeded.
+
+        Raises:
+            TaskFailedError: the task finished with status ``failed``.
+            WaitTimeoutError: *timeout* seconds passed first (the task keeps running).
+        """
+        async with self.watch([task], timeout=timeout) as results:
+            async for finished in results:
+                if finished.failed:
+                    raise TaskFailedError(finished)
+                return finished
+        raise WaitTimeoutError(f"task {task.id} did not finish", pending=[task])
+
+    async def download(
+        self, task: Task, dest: str | os.PathLike[str], *, watermark: bool = False, index: int = 0
+    ) -> Path:
+        """Download one video of a finished task to *dest* (a folder or a file path).
+
+        See :class:`~kling_async.download.Downloader` for how files are verified and resumed.
+        """
+        async with Downloader(refresh=self.get_task) as downloader:
+            return await downloader.download(task, dest, watermark=watermark, index=index)
+
+
+def _ambiguous(error: KlingError) -> bool:
+    """Whether a failed create may nevertheless have created a task."""
+    if isinstance(error, APIConnectionError):
+        return error.maybe_sent
+    # A 5xx came from a server that may have recorded the task before failing; a 429 did not.
+    return isinstance(error, ServerError)
+
+
+def _with_external_id(task: Task, ext_id: str) -> Task:
+    return attrs.evolve(task, external_task_id=ext_id)
+

@@ -1,0 +1,92 @@
+"""Where the API lives and which of its unconfirmed features we rely on.
+
+Two providers are built in: CometAPI's gateway (the default) and Kling's own API. Everything the
+research notes mark UNCONFIRMED for a provider is a setting here, not a hard-coded belief.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from .validation import RequestLimits
+
+__all__ = ["COMETAPI", "KLING", "ExternalIdLookup", "Provider"]
+
+
+class ExternalIdLookup(str, enum.Enum):
+    """How to find a task by its ``external_task_id`` after an ambiguous create.
+
+    Kling documents that a task "can be queried" by external id but shows no URL; public clients
+    disagree on the form, and CometAPI documents none. Pick the form your provider answers.
+    """
+
+    PATH = "path"
+    """``GET <kind path>/<external_task_id>`` (the id in the task-id slot)."""
+    QUERY = "query"
+    """``GET <kind path>?external_task_id=<id>``."""
+    NONE = "none"
+    """No look-up: an ambiguous create raises :class:`~kling_async.SubmitUncertainError`."""
+
+
+@attrs.frozen
+class Provider:
+    """An API endpoint and what it supports.
+
+    Attributes:
+        name: a label for logs and reprs.
+        base_url: scheme and host, e.g. ``https://api.cometapi.com``.
+        prefix: the path prefix before resource paths (``/kling/v1`` or ``/v1``).
+        limits: request limits the provider documents.
+        external_lookup: how to look a task up by external id.
+        trust_not_found: whether a "not found" answer to that look-up proves no task was created.
+            Only then does the client re-submit after an ambiguous failure.
+        supports_list: whether ``GET <kind path>?pageNum=&pageSize=`` lists your tasks, so the
+            scheduler may check many tasks with one request.
+
+    Example:
+        >>> KLING.with_base_url("http://127.0.0.1:8765").url("videos/text2video")
+        'http://127.0.0.1:8765/v1/videos/text2video'
+    """
+
+    name: str
+    base_url: str
+    prefix: str
+    limits: RequestLimits = attrs.field(factory=RequestLimits.cometapi)
+    external_lookup: ExternalIdLookup = ExternalIdLookup.PATH
+    trust_not_found: bool = False
+    supports_list: bool = False
+
+    def url(self, path: str) -> str:
+        """The absolute URL of a resource path."""
+        return f"{self.base_url.rstrip('/')}/{self.prefix.strip('/')}/{path.lstrip('/')}"
+
+    def with_base_url(self, base_url: str) -> Provider:
+        """A copy pointing at another host (a proxy, a regional host, or the emulator)."""
+        return attrs.evolve(self, base_url=base_url)
+
+
+COMETAPI = Provider(
+    name="cometapi",
+    base_url="https://api.cometapi.com",
+    prefix="/kling/v1",
+    limits=RequestLimits.cometapi(),
+    # CometAPI documents no external-id query and no list route (both UNCONFIRMED): try the
+    # path form, but never treat its "not found" as proof that nothing was created.
+    external_lookup=ExternalIdLookup.PATH,
+    trust_not_found=False,
+    supports_list=False,
+)
+"""CometAPI's gateway (the default): ``https://api.cometapi.com/kling/v1``, Bearer CometAPI key."""
+
+KLING = Provider(
+    name="kling",
+    base_url="https://api-singapore.klingai.com",
+    prefix="/v1",
+    limits=RequestLimits.kling(),
+    external_lookup=ExternalIdLookup.PATH,
+    trust_not_found=True,
+    supports_list=True,
+)
+"""Kling's own API (Singapore host), with an API key or access key + secret key."""
