@@ -1,0 +1,663 @@
+"""``FakeKlingServer``: an in-process emulator of the Kling video API (legacy ``/v1`` shape).
+
+It answers like Kling served directly (``/v1/...``) and through CometAPI (``/kling/v1/...``),
+and is written independently of the client's wire code so that it can check the client.
+Task state is a pure function of an injectable clock, so no timers drive the lifecycle; the one
+background task only delivers callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+from ._callbacks import CallbackSender
+from ._cdn import CdnSite
+from ._config import Faults, RouteKind, Timeline, Validation
+from ._faults import FaultInjector
+from ._http import (
+    FAULT_ERRORS,
+    LOCAL_HOSTS,
+    JsonReply,
+    TokenBucket,
+    drop_connection,
+)
+from ._jwt import JwtRejectedError, verify_jwt
+from ._kinds import DEFAULT_KINDS, InvalidParameterError, KindSpec
+from ._records import CallbackRecord, RequestRecord, ServerStats
+from ._tasks import (
+    ACTIVE_STATUSES,
+    FakeTask,
+    Status,
+    render_new_style,
+    render_task,
+    render_wrapped,
+)
+
+__all__ = ["FakeKlingServer"]
+
+logger = logging.getLogger(__name__)
+
+_STATUSES: frozenset[str] = frozenset({"submitted", "processing", "succeed", "failed"})
+
+_Handler = Callable[[web.Request, KindSpec], Awaitable[web.StreamResponse]]
+
+
+class FakeKlingServer(CdnSite):
+    """A real ``aiohttp.web`` server on 127.0.0.1 that behaves like the Kling API.
+
+    Use it as an async context manager (or call :meth:`start` / :meth:`stop`). It listens on two
+    ports: :attr:`url` serves the API under both ``/kling/v1`` and ``/v1``, :attr:`cdn_url` serves
+    the generated videos, so tests can check that credentials never reach the CDN.
+
+    Every keyword argument is also an attribute that tests may change while it runs.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = "test-key",
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cdn_port: int = 0,
+        timeline: Timeline | None = None,
+        validation: Validation | None = None,
+        faults: Faults | None = None,
+        kinds: Sequence[KindSpec] = DEFAULT_KINDS,
+        prefixes: Sequence[str] = ("/kling/v1", "/v1"),
+        max_active_tasks: int | None = None,
+        rate_limit: float | None = None,
+        rate_burst: float | None = None,
+        rate_limit_routes: Sequence[RouteKind] = ("create", "query", "list"),
+        rate_limit_retry_after: bool = False,
+        gateway_errors: bool = False,
+        wrap_queries: bool = False,
+        timestamps_in_seconds: bool = False,
+        jwt_leeway: float = 0.0,
+        callback_style: Literal["legacy", "new"] = "legacy",
+        callback_drop_rate: float = 0.0,
+        callback_duplicate_rate: float = 0.0,
+        callback_interval: float = 0.02,
+        callback_timeout: float = 2.0,
+        cdn_require_no_auth: bool = True,
+        expired_url_status: int = 403,
+        video_size: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+    ) -> None:
+        if host not in LOCAL_HOSTS:
+            raise ValueError(f"the emulator only binds to loopback, not {host!r}")
+        self.api_key = api_key
+        """Accepted plain bearer key (``None``: only JWTs)."""
+        self.access_key = access_key
+        """JWT issuer accepted together with :attr:`secret_key`."""
+        self.secret_key = secret_key
+        """HS256 secret for :attr:`access_key` tokens."""
+        self.host = host
+        """Bind address (loopback only)."""
+        self.port = port
+        """API port requested (0: any free port)."""
+        self.cdn_port = cdn_port
+        """CDN port requested (0: any free port)."""
+        self.timeline = timeline or Timeline()
+        self.validation = validation or Validation()
+        """Create-body limits."""
+        self.faults = FaultInjector(faults)
+        """Fault injection: queue one-shot faults with ``next_create`` and friends."""
+        self.kinds: tuple[KindSpec, ...] = tuple(kinds)
+        """Served task kinds."""
+        self.prefixes: tuple[str, ...] = tuple(p.rstrip("/") for p in prefixes)
+        """API path prefixes."""
+        self.max_active_tasks = max_active_tasks
+        """Task slots per account; a create beyond it gets 429/1303."""
+        self.rate_limit = rate_limit
+        """Requests per second before 429/1302 (``None``: unlimited)."""
+        self.rate_burst = rate_burst
+        """Token-bucket size (``None``: ``max(1, rate_limit)``)."""
+        self.rate_limit_routes: tuple[RouteKind, ...] = tuple(rate_limit_routes)
+        """Route kinds the rate limit counts."""
+        self.rate_limit_retry_after = rate_limit_retry_after
+        """Send ``Retry-After`` with 1302 (Kling does not)."""
+        self.gateway_errors = gateway_errors
+        """Answer auth failures in CometAPI's ``{"error": ...}`` envelope."""
+        self.wrap_queries = wrap_queries
+        """Answer single queries in the gateway-wrapped shape (kling-api.md §2.4)."""
+        self.timestamps_in_seconds = timestamps_in_seconds
+        """Send ``created_at``/``updated_at`` in seconds instead of milliseconds."""
+        self.jwt_leeway = jwt_leeway
+        """Seconds of tolerance for JWT ``exp``/``nbf``."""
+        self.callback_style: Literal["legacy", "new"] = callback_style
+        """Callback body: legacy task object (§5.2) or new-style (§5.3)."""
+        self.callback_drop_rate = callback_drop_rate
+        """Fraction of callbacks silently not sent."""
+        self.callback_duplicate_rate = callback_duplicate_rate
+        """Fraction of callbacks sent twice."""
+        self.callback_interval = callback_interval
+        """Seconds between callback ticks."""
+        self.callback_timeout = callback_timeout
+        """Timeout of one callback POST."""
+        self.cdn_require_no_auth = cdn_require_no_auth
+        """Refuse (403) CDN requests that carry an ``Authorization`` header."""
+        self.expired_url_status = expired_url_status
+        """HTTP status for expired video URLs (403 or 410)."""
+        self.video_size = video_size
+        """Size of the ``mdat`` payload of generated videos."""
+        self.clock = clock
+        """Server clock (monotonic seconds); task state is computed from it."""
+
+        self.requests: list[RequestRecord] = []
+        """Every request received, API and CDN, in order."""
+        self.callbacks: list[CallbackRecord] = []
+        """Every callback attempted, dropped or refused, in order."""
+        self.create_counts: Counter[str] = Counter()
+        """external_task_id → tasks actually created with it (never above 1)."""
+        self.create_attempts: Counter[str] = Counter()
+        """external_task_id → create requests that reached the handler with it."""
+        self.stats = ServerStats()
+        """Counters by route, code, HTTP status and fault."""
+
+        self._tasks: dict[str, FakeTask] = {}
+        self._by_external: dict[str, FakeTask] = {}
+        self._videos: dict[str, FakeTask] = {}
+        self._video_cache: dict[tuple[str, bool], bytes] = {}
+        self._id_rng = random.Random(seed)
+        self._sender = CallbackSender(self.callbacks, seed + 1)
+        self._clock0 = clock()
+        self._wall0 = time.time()
+        self._bucket: TokenBucket | None = None
+        self._bucket_key: tuple[float, float] | None = None
+        self._api_runner: web.AppRunner | None = None
+        self._cdn_runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._url: str | None = None
+        self._cdn_url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeKlingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind both sites and start the callback ticker."""
+        if self._api_runner is not None:
+            raise RuntimeError("FakeKlingServer is already running")
+        try:
+            self._api_runner = await self._start_site(self._api_app(), self.port)
+            self._url = self._site_url(self._api_runner)
+            self._cdn_runner = await self._start_site(self._cdn_app(), self.cdn_port)
+            self._cdn_url = self._site_url(self._cdn_runner)
+            await self._sender.open()
+            self._ticker = asyncio.create_task(self._tick_forever(), name="kling-fake-callbacks")
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the ticker, close the callback session and both sites; safe to call twice."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        await self._sender.close()
+        for runner in (self._api_runner, self._cdn_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._api_runner = self._cdn_runner = None
+
+    async def _start_site(self, app: web.Application, port: int) -> web.AppRunner:
+        # A short shutdown timeout: "slow" faults must not hold a test's teardown for a minute.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner
+
+    def _site_url(self, runner: web.AppRunner) -> str:
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the API site, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
+        if self._url is None:
+            raise RuntimeError("FakeKlingServer is not started")
+        return self._url
+
+    @property
+    def cdn_url(self) -> str:
+        """Base URL of the CDN site that serves the videos."""
+        if self._cdn_url is None:
+            raise RuntimeError("FakeKlingServer is not started")
+        return self._cdn_url
+
+    # -- inspection and control ------------------------------------------------------------
+
+    @property
+    def timeline(self) -> Timeline:
+        """Lifecycle timing of new tasks; assigning it reseeds its random generator."""
+        return self._timeline
+
+    @timeline.setter
+    def timeline(self, value: Timeline) -> None:
+        self._timeline = value
+        self._timeline_rng = random.Random(value.seed)
+
+    @property
+    def tasks(self) -> Mapping[str, FakeTask]:
+        """Read-only view of stored tasks by task_id."""
+        return MappingProxyType(self._tasks)
+
+    def now(self) -> float:
+        """The server clock."""
+        return self.clock()
+
+    def wall_time(self) -> float:
+        """Unix time derived from the server clock (used for timestamps and JWT checks)."""
+        return self._wall0 + (self.clock() - self._clock0)
+
+    def task_by_external_id(self, external_task_id: str) -> FakeTask | None:
+        """The task created with *external_task_id*, if any."""
+        return self._by_external.get(external_task_id)
+
+    def status_of(self, task_id: str) -> Status:
+        """The current status of *task_id* (``KeyError`` if unknown)."""
+        return self._tasks[task_id].status_at(self.clock())
+
+    def active_count(self) -> int:
+        """Tasks currently holding a slot (``submitted`` or ``processing``)."""
+        now = self.clock()
+        return sum(1 for task in self._tasks.values() if task.status_at(now) in ACTIVE_STATUSES)
+
+    def set_status(self, task_id: str, status: Status, msg: str | None = None) -> FakeTask:
+        """Force *task_id* into *status* from now on, overriding its timeline.
+
+        ``msg`` becomes ``task_status_msg``; for ``"failed"`` it defaults to the timeline's
+        ``fail_message``. A finished task frees its slot at once.
+        """
+        if status not in _STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        task = self._tasks[task_id]
+        if msg is None and status == "failed":
+            msg = self.timeline.fail_message
+        task.forced_status = status
+        task.forced_message = msg or ""
+        task.forced_at = self.clock()
+        return task
+
+    def expire_video_urls(self, task_id: str) -> tuple[str, str]:
+        """Make the current video URLs of *task_id* stale; return the fresh (url, watermark_url).
+
+        Old URLs then answer :attr:`expired_url_status`; queries return the fresh ones.
+        """
+        task = self._tasks[task_id]
+        task.url_version += 1
+        return task.video_urls(self.cdn_url)
+
+    def video_bytes(self, task_id: str, *, watermark: bool = False) -> bytes:
+        """The exact bytes the CDN serves for *task_id*'s video."""
+        return self._video_data(self._tasks[task_id], watermark)
+
+    def render(self, task_id: str) -> dict[str, Any]:
+        """The legacy task object a query would return for *task_id* now."""
+        return render_task(self._tasks[task_id], self.clock(), self.cdn_url, self._stamp)
+
+    def requests_to(self, site: Literal["api", "cdn"]) -> list[RequestRecord]:
+        """Recorded requests of one site."""
+        return [record for record in self.requests if record.site == site]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _stamp(self, clock_value: float) -> int:
+        wall = self._wall0 + (clock_value - self._clock0)
+        return int(wall) if self.timestamps_in_seconds else int(wall * 1000)
+
+    def _reply(
+        self,
+        status: int,
+        body: Mapping[str, Any],
+        code: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        return JsonReply(status, body, code, headers)
+
+    def _ok(self, data: Any) -> web.Response:
+        return self._reply(
+            200, {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}, 0
+        )
+
+    def _error(
+        self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        body = {"code": code, "message": message, "request_id": str(uuid.uuid4())}
+        return self._reply(status, body, code, headers)
+
+    def _new_task_id(self) -> str:
+        while True:
+            task_id = str(self._id_rng.randrange(8 * 10**17, 9 * 10**17))
+            if task_id not in self._tasks:
+                return task_id
+
+    def _find(self, kind: KindSpec, ident: str, *, by_external: bool) -> FakeTask | None:
+        task = None if by_external else self._tasks.get(ident)
+        if task is None:
+            task = self._by_external.get(ident)
+        if task is None or task.kind.name != kind.name:
+            return None
+        return task
+
+    def _rate_limited(self) -> web.Response | None:
+        rate = self.rate_limit
+        if rate is None or rate <= 0:
+            return None
+        burst = self.rate_burst if self.rate_burst is not None else max(1.0, rate)
+        now = self.clock()
+        if self._bucket is None or self._bucket_key != (rate, burst):
+            self._bucket = TokenBucket(rate, burst, now)
+            self._bucket_key = (rate, burst)
+        wait = self._bucket.take(now)
+        if wait is None:
+            return None
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(wait)))} if self.rate_limit_retry_after else None
+        )
+        return self._error(429, 1302, "Request too fast, exceeds rate limit", headers)
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.strip():
+            return self._auth_error(1001, "Authorization is empty")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme != "Bearer" or not token:
+            return self._auth_error(1002, "Authorization is invalid")
+        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return None
+        if self.access_key is not None and self.secret_key is not None and token.count(".") == 2:
+            try:
+                verify_jwt(
+                    token,
+                    {self.access_key: self.secret_key},
+                    now=self.wall_time(),
+                    leeway=self.jwt_leeway,
+                )
+            except JwtRejectedError as exc:
+                return self._auth_error(exc.code, exc.message)
+            return None
+        return self._auth_error(1002, "Authorization is invalid")
+
+    def _auth_error(self, code: int, message: str) -> web.Response:
+        if not self.gateway_errors:
+            return self._error(401, code, message)
+        request_id = uuid.uuid4().hex
+        body = {
+            "error": {
+                "code": "",
+                "message": f"{message} (request id: {request_id})",
+                "type": "comet_api_error",
+            }
+        }
+        return self._reply(401, body, code)
+
+    def _malformed(self, kind: str) -> web.Response:
+        envelope: dict[str, Any] = {
+            "code": 0,
+            "message": "SUCCEED",
+            "request_id": str(uuid.uuid4()),
+        }
+        if kind == "malformed_text":
+            return web.Response(
+                status=200,
+                text="<html><body>upstream hiccup</body></html>",
+                content_type="text/html",
+            )
+        if kind == "malformed_types":
+            envelope["data"] = {
+                "task_id": 12345,
+                "task_status": None,
+                "task_result": "none",
+                "created_at": "yesterday",
+            }
+        return JsonReply(200, envelope, 0)
+
+    # -- API site ----------------------------------------------------------------------------
+
+    def _api_app(self) -> web.Application:
+        app = web.Application()
+        for prefix in self.prefixes:
+            for kind in self.kinds:
+                base = f"{prefix}/{kind.path}"
+                app.router.add_post(base, self._route("create", kind, self._create))
+                app.router.add_get(base, self._route("list", kind, self._list))
+                app.router.add_get(base + "/{task_id}", self._route("query", kind, self._query))
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        return app
+
+    def _route(
+        self, route: RouteKind, kind: KindSpec, handler: _Handler
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, route, kind, handler)
+
+        return serve
+
+    async def _unknown(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, "api", "other")
+        response = self._error(404, 1202, "Requested method invalid")
+        self._count(response)
+        return response
+
+    def _count(self, response: web.StreamResponse) -> None:
+        self.stats.http_statuses[response.status] += 1
+        if isinstance(response, JsonReply):
+            self.stats.codes[response.kling_code] += 1
+
+    async def _serve(
+        self, request: web.Request, route: RouteKind, kind: KindSpec, handler: _Handler
+    ) -> web.StreamResponse:
+        self._record(request, "api", route)
+        fault = self.faults.take(route)
+        if fault is not None:
+            self.stats.faults[fault.kind] += 1
+            if fault.kind in FAULT_ERRORS:
+                status, code, message = FAULT_ERRORS[fault.kind]
+                response: web.StreamResponse = self._error(status, code, message)
+                self._count(response)
+                return response
+            if fault.kind == "drop_before_create":
+                return await drop_connection(request)
+        response = await self._checked(request, route, kind, handler)
+        if fault is not None:
+            if fault.kind == "drop_after_create":
+                return await drop_connection(request)
+            if fault.kind == "slow":
+                await self._sleep(fault)
+            elif fault.kind.startswith("malformed"):
+                response = self._malformed(fault.kind)
+        self._count(response)
+        return response
+
+    async def _checked(
+        self, request: web.Request, route: RouteKind, kind: KindSpec, handler: _Handler
+    ) -> web.StreamResponse:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        if route in self.rate_limit_routes:
+            limited = self._rate_limited()
+            if limited is not None:
+                return limited
+        return await handler(request, kind)
+
+    async def _create(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, 1200, "Invalid request parameters: body is not valid JSON")
+        if not isinstance(body, dict):
+            return self._error(400, 1200, "Invalid request parameters: body must be a JSON object")
+        external = body.get("external_task_id")
+        external_id = external if isinstance(external, str) and external else None
+        if external_id is not None:
+            self.create_attempts[external_id] += 1
+        try:
+            kind.validate(body, self.validation)
+        except InvalidParameterError as exc:
+            return self._error(400, 1201, str(exc))
+        if external_id is not None and external_id in self._by_external:
+            return self._error(400, 1201, "external_task_id already exists")
+        if self.max_active_tasks is not None and self.active_count() >= self.max_active_tasks:
+            return self._error(429, 1303, "parallel task over resource pack limit")
+        task = self._new_task(kind, body, external_id)
+        info = {"external_task_id": external_id} if external_id is not None else {}
+        created = self._stamp(task.created)
+        return self._ok(
+            {
+                "task_id": task.task_id,
+                "task_status": "submitted",
+                "task_info": info,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+
+    def _new_task(self, kind: KindSpec, body: dict[str, Any], external_id: str | None) -> FakeTask:
+        now = self.clock()
+        callback = body.get("callback_url")
+        task = FakeTask(
+            task_id=self._new_task_id(),
+            kind=kind,
+            seq=len(self._tasks),
+            body=body,
+            external_task_id=external_id,
+            callback_url=callback if isinstance(callback, str) and callback else None,
+            created=now,
+            video_id=str(uuid.UUID(int=self._id_rng.getrandbits(128), version=4)),
+        )
+        timeline = self.timeline
+        rng = self._timeline_rng
+        factor = 1.0 + rng.uniform(-timeline.jitter, timeline.jitter) if timeline.jitter else 1.0
+        processing = timeline.processing_seconds
+        seconds = processing(task) if callable(processing) else processing
+        task.processing_at = now + max(0.0, timeline.queue_seconds * factor)
+        task.finished_at = task.processing_at + max(0.0, seconds * factor)
+        prompt = body.get("prompt")
+        if timeline.fail_marker and isinstance(prompt, str) and timeline.fail_marker in prompt:
+            task.outcome, task.outcome_message = "failed", timeline.fail_message
+        elif timeline.fail_rate and rng.random() < timeline.fail_rate:
+            task.outcome, task.outcome_message = "failed", timeline.random_fail_message
+        self._tasks[task.task_id] = task
+        self._videos[task.video_id] = task
+        if external_id is not None:
+            self._by_external[external_id] = task
+            self.create_counts[external_id] += 1
+        return task
+
+    def _task_response(self, task: FakeTask) -> web.Response:
+        now = self.clock()
+        if self.wrap_queries:
+            return self._reply(200, render_wrapped(task, now, self.cdn_url, self._stamp), 0)
+        return self._ok(render_task(task, now, self.cdn_url, self._stamp))
+
+    async def _query(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
+        # Form (c) of kling-api.md §1.7: the external id in the path plus a flag.
+        by_external = request.query.get("external_task_id", "").lower() == "true"
+        task = self._find(kind, request.match_info["task_id"], by_external=by_external)
+        if task is None:
+            return self._error(404, 1203, "task not found")
+        return self._task_response(task)
+
+    async def _list(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
+        external = request.query.get("external_task_id")
+        if external is not None:
+            task = self._find(kind, external, by_external=True)
+            if task is None:
+                return self._error(404, 1203, "task not found")
+            return self._task_response(task)
+        try:
+            page_num = int(request.query.get("pageNum", "1"))
+            page_size = int(request.query.get("pageSize", "30"))
+        except ValueError:
+            return self._error(400, 1201, "pageNum/pageSize: must be integers")
+        if not 1 <= page_num <= 1000:
+            return self._error(400, 1201, "pageNum: must be between 1 and 1000")
+        if not 1 <= page_size <= 500:
+            return self._error(400, 1201, "pageSize: must be between 1 and 500")
+        now = self.clock()
+        mine = sorted(
+            (task for task in self._tasks.values() if task.kind.name == kind.name),
+            key=lambda task: task.seq,
+            reverse=True,
+        )
+        page = mine[(page_num - 1) * page_size : page_num * page_size]
+        return self._ok([render_task(task, now, self.cdn_url, self._stamp) for task in page])
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.callback_interval)
+            try:
+                await self.deliver_callbacks()
+            except Exception:
+                # A bug in one delivery must not silently stop all later callbacks.
+                logger.exception("callback tick failed")
+
+    async def deliver_callbacks(self) -> int:
+        """Fire callbacks for every status change since the last tick; return how many changed.
+
+        The background ticker calls this every :attr:`callback_interval`; tests may call it
+        directly after stepping an injected clock.
+        """
+        now = self.clock()
+        due: list[tuple[str, dict[str, Any]]] = []
+        for task in self._tasks.values():
+            if task.callback_url is None:
+                continue
+            status = task.status_at(now)
+            if status == task.last_notified:
+                continue
+            task.last_notified = status
+            render = render_new_style if self.callback_style == "new" else render_task
+            due.append((task.callback_url, render(task, now, self.cdn_url, self._stamp)))
+        if due:
+            await asyncio.gather(
+                *(
+                    self._sender.deliver(
+                        url,
+                        payload,
+                        drop_rate=self.callback_drop_rate,
+                        duplicate_rate=self.callback_duplicate_rate,
+                        timeout=self.callback_timeout,
+                    )
+                    for url, payload in due
+                )
+            )
+        return len(due)
