@@ -17,10 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 from .auth import AccessKeyAuth as AccessKeyAuth
 from .auth import ApiKeyAuth as ApiKeyAuth
 from .client import KlingClient as KlingClient
+from .errors import AccountError as AccountError
 from .errors import APIConnectionError as APIConnectionError
 from .errors import APIError as APIError
 from .errors import APITimeoutError as APITimeoutError
-from .errors import AccountError as AccountError
 from .errors import AuthenticationError as AuthenticationError
 from .errors import BadRequestError as BadRequestError
 from .errors import ConcurrencyLimitError as ConcurrencyLimitError
@@ -58,6 +58,7 @@ from .providers import COMETAPI as COMETAPI
 from .providers import KLING as KLING
 from .providers import ExternalIdLookup as ExternalIdLookup
 from .providers import Provider as Provider
+from .providers import local_emulator as local_emulator
 from .retry import RetryPolicy as RetryPolicy
 from .scheduler import PollPolicy as PollPolicy
 from .validation import RequestLimits as RequestLimits
@@ -91,6 +92,7 @@ __all__ = [
     "COMETAPI",
     "KLING",
     "ExternalIdLookup",
+    "local_emulator",
     "RequestLimits",
     "RetryPolicy",
     "RateLimit",

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import anyio
 import attrs
@@ -23,6 +22,7 @@ import attrs
 from . import wire
 from .auth import AccessKeyAuth, ApiKeyAuth, Auth
 from .clock import Clock, SystemClock
+from .download import Downloader
 from .errors import (
     APIConnectionError,
     APIError,
@@ -38,7 +38,7 @@ from .errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from .events import ConcurrencyLimited, Event, EventHub, EventSink, Retrying, TaskSubmitted
+from .events import ConcurrencyLimited, Event, EventHub, Retrying, TaskSubmitted
 from .kinds import kind_for_request, kind_named
 from .limiter import RateLimit, RateLimiter, TokenBucketLimiter, UnlimitedLimiter
 from .models import Task, TaskKind, TaskRequest, TextToVideo
@@ -48,7 +48,6 @@ from .scheduler import PollPolicy
 from .slots import SlotPool, TaskSlots
 from .transport import AiohttpTransport, Transport
 from .validation import RequestLimits
-from .download import Downloader
 from .watch import Watcher
 
 __all__ = ["KlingClient"]
@@ -57,8 +56,9 @@ logger = logging.getLogger("kling_async.client")
 
 _ENV_API_KEY = "COMETAPI_KEY"
 _ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
-_ENV_SECRET_KEY = "KLING_SECRET_KEY"
+_ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 _ENV_BASE_URL = "KLING_BASE_URL"
+_REFRESH_BATCH = 20
 
 
 def _provider_named(name: str) -> Provider:
@@ -103,6 +103,7 @@ class KlingClient:
         access_key: Kling access key, for the JWT scheme (with ``secret_key``); falls back to
             ``$KLING_ACCESS_KEY``.
         secret_key: Kling secret key; falls back to ``$KLING_SECRET_KEY``.
+        auth: a ready :class:`~kling_async.auth.Auth` instead of the three above.
         provider: ``"cometapi"`` (default), ``"kling"``, or a :class:`Provider`.
         base_url: another host for the provider (a proxy or the emulator); falls back to
             ``$KLING_BASE_URL``.
@@ -130,6 +131,7 @@ class KlingClient:
         *,
         access_key: str | None = None,
         secret_key: str | None = None,
+        auth: Auth | None = None,
         provider: Provider | Literal["cometapi", "kling"] = "cometapi",
         base_url: str | None = None,
         limits: RequestLimits | None = None,
@@ -147,7 +149,9 @@ class KlingClient:
         base_url = base_url or os.environ.get(_ENV_BASE_URL)
         if base_url is not None:
             if not base_url.startswith(("http://", "https://")):
-                raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+                raise ConfigurationError(
+                    f"base_url must start with http:// or https://: {base_url!r}"
+                )
             resolved = resolved.with_base_url(base_url)
         if max_active_tasks is not None and max_active_tasks < 1:
             raise ConfigurationError("max_active_tasks must be at least 1")
@@ -165,15 +169,17 @@ class KlingClient:
         self.clock: Clock = clock or SystemClock()
         self.events = EventHub()
         """Subscribe to submissions, polls, retries and finished tasks: ``client.events.add(fn)``."""
-        self._auth = _build_auth(resolved, api_key, access_key, secret_key)
+        self._auth = auth or _build_auth(resolved, api_key, access_key, secret_key)
         self._transport = transport or AiohttpTransport()
         self.limiter: RateLimiter = limiter or (
             TokenBucketLimiter(rate, clock=self.clock, events=self._emit)
             if rate is not None
             else UnlimitedLimiter()
         )
-        self.slots: TaskSlots = slots or SlotPool(max_active_tasks, clock=self.clock, events=self._emit)
-        self._active: set[str] = set()
+        self.slots: TaskSlots = slots or SlotPool(
+            max_active_tasks, clock=self.clock, events=self._emit
+        )
+        self._active: dict[str, Task] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -243,10 +249,14 @@ class KlingClient:
                 if not retry or not self.retry.should_retry(exc, retries):
                     raise
                 delay = 0.0
-                if not (isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError)):
+                if not (
+                    isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError)
+                ):
                     delay = self.retry.delay(retries, getattr(exc, "retry_after", None))
                 retries += 1
-                logger.info("%s failed (%s); retry %d in %.2fs", where, type(exc).__name__, retries, delay)
+                logger.info(
+                    "%s failed (%s); retry %d in %.2fs", where, type(exc).__name__, retries, delay
+                )
                 self._emit(Retrying(operation=where, attempt=retries, delay=delay, error=exc))
                 await self.clock.sleep(delay)
                 continue
@@ -276,8 +286,7 @@ class KlingClient:
 
     def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""
-        if task.is_finished and task.id in self._active:
-            self._active.discard(task.id)
+        if task.is_finished and self._active.pop(task.id, None) is not None:
             self.slots.release()
 
     async def list_tasks(
@@ -292,7 +301,9 @@ class KlingClient:
         )
         return wire.parse_task_list(data, resolved, where=f"GET {resolved.path}")
 
-    async def find_by_external_id(self, external_task_id: str, kind: TaskKind | str = "text2video") -> Task | None:
+    async def find_by_external_id(
+        self, external_task_id: str, kind: TaskKind | str = "text2video"
+    ) -> Task | None:
         """Look a task up by its ``external_task_id``; ``None`` when the server says it has none.
 
         The query form comes from :attr:`Provider.external_lookup` (UNCONFIRMED on CometAPI).
@@ -304,7 +315,9 @@ class KlingClient:
         lookup = self.provider.external_lookup
         if lookup is ExternalIdLookup.NONE:
             raise SubmitUncertainError(
-                "this provider has no external-id look-up", external_task_id=external_task_id, kind=resolved.name
+                "this provider has no external-id look-up",
+                external_task_id=external_task_id,
+                kind=resolved.name,
             )
         try:
             if lookup is ExternalIdLookup.PATH:
@@ -319,8 +332,7 @@ class KlingClient:
             tasks = wire.parse_task_list(data, resolved, where=f"GET {path}")
             matches = [task for task in tasks if task.external_task_id == external_task_id]
             return matches[0] if matches else None
-        found = wire.parse_task(data, resolved, where=f"GET {path}")
-        return found
+        return wire.parse_task(data, resolved, where=f"GET {path}")
 
     # -- creating tasks --------------------------------------------------------------------
 
@@ -342,7 +354,7 @@ class KlingClient:
         self.limits.check(request)
         ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
         body = wire.request_body(request, external_task_id=ext_id)
-        await self.slots.acquire()
+        await self._acquire_slot()
         try:
             task = await self._create(kind, body, ext_id)
         except BaseException:
@@ -353,9 +365,28 @@ class KlingClient:
         if task.is_finished:
             self.slots.release()
         else:
-            self._active.add(task.id)
+            self._active[task.id] = task
         self._emit(TaskSubmitted(task=task))
         return task
+
+    async def _acquire_slot(self) -> None:
+        """Wait for a task slot, checking our own unfinished tasks while we wait.
+
+        Slots free when the client sees a task finish. A caller who submits without watching
+        would otherwise wait forever, so a waiting submitter refreshes the oldest active tasks
+        itself, once per poll interval.
+        """
+        while True:
+            with anyio.move_on_after(self.poll_policy.min_interval):
+                await self.slots.acquire()
+                return
+            for task in list(self._active.values())[:_REFRESH_BATCH]:
+                try:
+                    await self.get_task(task)
+                except (APIError, APIConnectionError) as exc:  # noqa: PERF203 - one bad task must not stop the rest
+                    logger.info(
+                        "refreshing task %s while waiting for a slot failed: %s", task.id, exc
+                    )
 
     async def text_to_video(self, prompt: str, **fields: Any) -> Task:
         """Shorthand for ``submit(TextToVideo(prompt=prompt, **fields))``.
@@ -380,7 +411,7 @@ class KlingClient:
                 self.slots.on_concurrency_limited()
                 self._emit(ConcurrencyLimited(limit=self.slots.limit or 0))
                 await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
-                await self.slots.acquire()
+                await self._acquire_slot()
                 retries += 1
                 continue
             except BadRequestError as exc:
@@ -412,7 +443,9 @@ class KlingClient:
                     return found
             delay = self.retry.delay(retries, getattr(error, "retry_after", None))
             retries += 1
-            self._emit(Retrying(operation=f"POST {kind.path}", attempt=retries, delay=delay, error=error))
+            self._emit(
+                Retrying(operation=f"POST {kind.path}", attempt=retries, delay=delay, error=error)
+            )
             await self.clock.sleep(delay)
 
     async def _lookup_after_ambiguous(self, kind: TaskKind, ext_id: str) -> Task | None:
@@ -434,13 +467,31 @@ class KlingClient:
             )
         return found
 
+    @overload
+    async def submit_many(
+        self,
+        requests: Iterable[TaskRequest],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Task]: ...
+
+    @overload
+    async def submit_many(
+        self,
+        requests: Iterable[TaskRequest],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[True],
+    ) -> list[Task | KlingError]: ...
+
     async def submit_many(
         self,
         requests: Iterable[TaskRequest],
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
-    ) -> list[Task]:
+    ) -> list[Task] | list[Task | KlingError]:
         """Submit many requests concurrently; returns the tasks in the order of *requests*.
 
         Every request is validated before the first is sent. Submissions wait for task slots
@@ -451,46 +502,50 @@ class KlingClient:
         items = list(requests)
         for request in items:
             self.limits.check(request)
-        results: list[Task | KlingError | None] = [None] * len(items)
+        results: list[Task | KlingError] = []
         gate = anyio.CapacityLimiter(max(1, concurrency))
+
+        outcomes: dict[int, Task | KlingError] = {}
 
         async def one(index: int, request: TaskRequest) -> None:
             async with gate:
                 try:
-                    results[index] = await self.submit(request)
+                    outcomes[index] = await self.submit(request)
                 except KlingError as exc:
-                    results[index] = exc
+                    outcomes[index] = exc
 
         async with anyio.create_task_group() as group:
             for index, request in enumerate(items):
                 group.start_soon(one, index, request)
+        results = [outcomes[index] for index in range(len(items))]
         if return_exceptions:
-            return results  # type: ignore[return-value]
-        errors = [(index, item) for index, item in enumerate(results) if isinstance(item, KlingError)]
+            return results
+        errors = [
+            (index, item) for index, item in enumerate(results) if isinstance(item, KlingError)
+        ]
         tasks = [item for item in results if isinstance(item, Task)]
         if errors:
-            raise PartialSubmitError(tasks=tasks, errors=errors)  # type: ignore[arg-type]
+            raise PartialSubmitError(tasks=tasks, errors=errors)
         return tasks
 
     # -- waiting ---------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def watch(
+    def watch(
         self,
         tasks: Iterable[Task] = (),
         *,
         timeout: float | None = None,
         task_timeout: float | None = None,
-    ) -> AsyncIterator[Watcher]:
+    ) -> Watcher:
         """Track tasks until they finish; iterate to get them in completion order.
 
         With *tasks*, iteration ends when all of them have finished. With none, it is a stream:
-        ``watcher.add(task)`` while iterating, ``watcher.close()`` when no more will come.
+        ``results.add(task)`` while iterating, ``results.close()`` when no more will come.
 
         Args:
-            tasks: tasks to track from the start.
-            timeout: overall seconds; when they pass, iteration raises
-                :class:`~kling_async.WaitTimeoutError` listing the pending tasks.
+            tasks: tasks to track from the start (then no more can be added).
+            timeout: overall seconds; when they pass, iteration yields what finished and then
+                raises :class:`~kling_async.WaitTimeoutError` listing the pending tasks.
             task_timeout: seconds per task, counted from when it is added.
 
         Example::
@@ -509,12 +564,12 @@ class KlingClient:
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        async with watcher:
-            for task in tasks:
-                watcher.add(task)
-            if tasks:
-                watcher.close()
-            yield watcher
+        initial = list(tasks)
+        for task in initial:
+            watcher.add(task)
+        if initial:
+            watcher.close()
+        return watcher
 
     async def _batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:
         """Check many tasks with list requests (only where the provider lists tasks)."""
@@ -527,7 +582,7 @@ class KlingClient:
             self.observe(task)
         return found
 
-    async def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:
+    async def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:  # noqa: ASYNC109 - a polling deadline the scheduler enforces
         """Poll until *task* finishes; return it when it succeeded.
 
         Raises:
@@ -562,4 +617,3 @@ def _ambiguous(error: KlingError) -> bool:
 
 def _with_external_id(task: Task, ext_id: str) -> Task:
     return attrs.evolve(task, external_task_id=ext_id)
-

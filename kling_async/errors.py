@@ -328,4 +328,3 @@ def error_for_response(
         if cls is ServerError and code == "invalid_request":
             cls = BadRequestError
     return cls(message, status=status, code=code, request_id=request_id, retry_after=retry_after)
-

@@ -12,7 +12,7 @@ import attrs
 
 from .validation import RequestLimits
 
-__all__ = ["COMETAPI", "KLING", "ExternalIdLookup", "Provider"]
+__all__ = ["COMETAPI", "KLING", "ExternalIdLookup", "Provider", "local_emulator"]
 
 
 class ExternalIdLookup(str, enum.Enum):
@@ -90,3 +90,25 @@ KLING = Provider(
     supports_list=True,
 )
 """Kling's own API (Singapore host), with an API key or access key + secret key."""
+
+
+def local_emulator(base_url: str) -> Provider:
+    """The built-in emulator (:class:`kling_async.testing.FakeKlingServer`) at *base_url*.
+
+    It answers the CometAPI paths, supports both external-id look-up and listing, and enforces
+    external-id uniqueness, so its "not found" can be trusted.
+
+    Example::
+
+        async with FakeKlingServer() as server:
+            client = KlingClient(api_key=server.api_key, provider=local_emulator(server.url))
+    """
+    return Provider(
+        name="emulator",
+        base_url=base_url,
+        prefix="/kling/v1",
+        limits=RequestLimits.cometapi(),
+        external_lookup=ExternalIdLookup.PATH,
+        trust_not_found=True,
+        supports_list=True,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import attrs
 
@@ -25,7 +26,7 @@ from .errors import (
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be >= 0, got {value}")
 
@@ -71,9 +72,12 @@ class RetryPolicy:
         """Whether *error* is transient and the retry budget allows another attempt."""
         if retries_done >= self.max_retries:
             return False
-        if isinstance(error, APIError) and error.retry_after is not None:
-            if error.retry_after > self.max_retry_after:
-                return False
+        if (
+            isinstance(error, APIError)
+            and error.retry_after is not None
+            and error.retry_after > self.max_retry_after
+        ):
+            return False
         return is_transient(error)
 
 
@@ -93,7 +97,9 @@ def needs_new_token(error: BaseException) -> bool:
     return isinstance(error, AuthenticationError) and error.code in (1003, 1004)
 
 
-def parse_retry_after(headers: dict[str, str] | None, *, now: datetime | None = None) -> float | None:
+def parse_retry_after(
+    headers: dict[str, str] | None, *, now: datetime | None = None
+) -> float | None:
     """Read ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) as seconds.
 
     Example:

@@ -46,9 +46,14 @@ def test_status_decides_without_code() -> None:
     assert type(error_for_response(status=401, code="", message="m")) is kling.AuthenticationError
     assert type(error_for_response(status=429, code=None, message="m")) is kling.RateLimitError
     assert type(error_for_response(status=503, code=None, message="m")) is kling.ServerError
-    assert type(error_for_response(status=403, code=None, message="m")) is kling.PermissionDeniedError
+    assert (
+        type(error_for_response(status=403, code=None, message="m")) is kling.PermissionDeniedError
+    )
     assert type(error_for_response(status=400, code=None, message="m")) is kling.BadRequestError
-    assert type(error_for_response(status=500, code="invalid_request", message="m")) is kling.BadRequestError
+    assert (
+        type(error_for_response(status=500, code="invalid_request", message="m"))
+        is kling.BadRequestError
+    )
 
 
 def test_everything_is_a_kling_error() -> None:

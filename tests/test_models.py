@@ -63,13 +63,16 @@ def test_camera_presets_take_no_config() -> None:
     kling.CameraControl(type="down_back")
     with pytest.raises(kling.ValidationError, match="omitted"):
         kling.CameraControl(type="forward_up", config=kling.CameraConfig(zoom=1))
-    with pytest.raises(kling.ValidationError, match="camera_control.type"):
+    with pytest.raises(kling.ValidationError, match=r"camera_control\.type"):
         kling.CameraControl(type="sideways")  # type: ignore[arg-type]
 
 
 def test_multi_shot_durations_must_sum() -> None:
     """Multi-shot prompts must add up to the total duration."""
-    shots = (MultiPrompt(index=1, prompt="a", duration="2"), MultiPrompt(index=2, prompt="b", duration="3"))
+    shots = (
+        MultiPrompt(index=1, prompt="a", duration="2"),
+        MultiPrompt(index=2, prompt="b", duration="3"),
+    )
     kling.TextToVideo(multi_shot=True, shot_type="customize", multi_prompt=shots, duration="5")
     with pytest.raises(kling.ValidationError, match="add up"):
         kling.TextToVideo(multi_shot=True, shot_type="customize", multi_prompt=shots, duration="10")
@@ -92,7 +95,7 @@ def test_image_to_video_rules() -> None:
 def test_limits_are_configurable() -> None:
     """CometAPI's 500-character prompt limit is the default; Kling's 2500 is one call away."""
     long = kling.TextToVideo(prompt="x" * 501)
-    with pytest.raises(kling.ValidationError, match="prompt: is 501 characters; the limit is 500"):
+    with pytest.raises(kling.ValidationError, match=r"prompt: is 501 characters; the limit is 500"):
         kling.RequestLimits.cometapi().check(long)
     kling.RequestLimits.kling().check(long)
     with pytest.raises(kling.ValidationError, match="negative_prompt"):

@@ -19,7 +19,12 @@ LEGACY = {
     "task_info": {"external_task_id": "ext-1"},
     "task_result": {
         "videos": [
-            {"id": "v1", "url": "https://cdn.test/v1.mp4", "watermark_url": "https://cdn.test/v1-wm.mp4", "duration": "5.042"}
+            {
+                "id": "v1",
+                "url": "https://cdn.test/v1.mp4",
+                "watermark_url": "https://cdn.test/v1-wm.mp4",
+                "duration": "5.042",
+            }
         ]
     },
     "created_at": 1774805076166,
@@ -28,7 +33,11 @@ LEGACY = {
 
 
 def envelope(data: Any, code: Any = 0, status: int = 200) -> tuple[int, dict[str, str], bytes]:
-    return status, {}, json.dumps({"code": code, "message": "SUCCEED", "request_id": "r", "data": data}).encode()
+    return (
+        status,
+        {},
+        json.dumps({"code": code, "message": "SUCCEED", "request_id": "r", "data": data}).encode(),
+    )
 
 
 def test_legacy_task() -> None:
@@ -53,7 +62,9 @@ def test_success_codes(code: Any) -> None:
 
 def test_seconds_timestamps() -> None:
     """Gateways that send seconds get the same datetime as milliseconds."""
-    task = parse_task({**LEGACY, "created_at": 1774805076, "updated_at": "1774805076"}, TEXT_TO_VIDEO)
+    task = parse_task(
+        {**LEGACY, "created_at": 1774805076, "updated_at": "1774805076"}, TEXT_TO_VIDEO
+    )
     assert task.created_at == datetime(2026, 3, 29, 17, 24, 36, tzinfo=timezone.utc)
     assert task.updated_at == task.created_at
 
@@ -76,7 +87,12 @@ def test_gateway_wrapped_task() -> None:
 
 def test_gateway_wrapped_failure_uses_outer_reason() -> None:
     """When the upstream task has no message, the gateway's fail_reason explains the failure."""
-    wrapped = {"task_id": "t", "status": "FAILURE", "fail_reason": "risk control", "data": {"task_id": "t"}}
+    wrapped = {
+        "task_id": "t",
+        "status": "FAILURE",
+        "fail_reason": "risk control",
+        "data": {"task_id": "t"},
+    }
     task = parse_task(wrapped, TEXT_TO_VIDEO)
     assert task.failed
     assert task.status_msg == "risk control"
@@ -91,10 +107,17 @@ def test_new_style_task() -> None:
         "create_time": 1774805076166,
         "update_time": 1774805076166,
         "external_id": "ext-9",
-        "outputs": [{"type": "video", "id": "v", "url": "https://cdn.test/v.mp4", "duration": "10"}, {"type": "image", "url": "x"}],
+        "outputs": [
+            {"type": "video", "id": "v", "url": "https://cdn.test/v.mp4", "duration": "10"},
+            {"type": "image", "url": "x"},
+        ],
     }
     task = parse_task(data, TEXT_TO_VIDEO)
-    assert (task.id, task.status, task.external_task_id) == ("n1", kling.TaskStatus.SUCCEED, "ext-9")
+    assert (task.id, task.status, task.external_task_id) == (
+        "n1",
+        kling.TaskStatus.SUCCEED,
+        "ext-9",
+    )
     assert [v.duration for v in task.videos] == [10.0]
 
 
@@ -111,7 +134,14 @@ def test_unknown_status_is_kept() -> None:
         ({"task_status": "succeed"}, "no 'task_id'"),
         ({"task_id": "1"}, "no 'task_status'"),
         ({"task_id": "1", "task_status": "succeed", "created_at": "yesterday"}, "created_at"),
-        ({"task_id": "1", "task_status": "succeed", "task_result": {"videos": [{"id": "v", "url": "u", "duration": "long"}]}}, "duration"),
+        (
+            {
+                "task_id": "1",
+                "task_status": "succeed",
+                "task_result": {"videos": [{"id": "v", "url": "u", "duration": "long"}]},
+            },
+            "duration",
+        ),
         ({"task_id": ["1"], "task_status": "succeed"}, "task_id"),
         ("not an object", "expected a task object"),
     ],
@@ -142,7 +172,9 @@ def test_kling_error_with_http_200() -> None:
 
 def test_string_error_code() -> None:
     """A numeric code sent as a string is still classified."""
-    body = json.dumps({"code": "1303", "message": "parallel task over resource pack limit"}).encode()
+    body = json.dumps(
+        {"code": "1303", "message": "parallel task over resource pack limit"}
+    ).encode()
     with pytest.raises(kling.ConcurrencyLimitError):
         parse_envelope(429, {"retry-after": "2"}, body, where="w")
 
@@ -150,7 +182,13 @@ def test_string_error_code() -> None:
 def test_cometapi_error_envelope() -> None:
     """CometAPI's {"error": {...}} envelope, with the request id inside the message."""
     body = json.dumps(
-        {"error": {"code": "", "message": "invalid token (request id: 2025abc)", "type": "comet_api_error"}}
+        {
+            "error": {
+                "code": "",
+                "message": "invalid token (request id: 2025abc)",
+                "type": "comet_api_error",
+            }
+        }
     ).encode()
     with pytest.raises(kling.AuthenticationError) as info:
         parse_envelope(401, {}, body, where="w")
@@ -173,7 +211,9 @@ def test_retry_after_is_carried() -> None:
 
 def test_task_list() -> None:
     """The list answer is an array of task objects."""
-    tasks = parse_task_list([LEGACY, {**LEGACY, "task_id": "2", "task_status": "processing"}], TEXT_TO_VIDEO)
+    tasks = parse_task_list(
+        [LEGACY, {**LEGACY, "task_id": "2", "task_status": "processing"}], TEXT_TO_VIDEO
+    )
     assert [t.id for t in tasks] == [LEGACY["task_id"], "2"]
     with pytest.raises(kling.ResponseParseError):
         parse_task_list({"nothing": 1}, TEXT_TO_VIDEO)
@@ -207,7 +247,12 @@ def test_request_body_fields() -> None:
         "watermark_info": {"enabled": False},
         "callback_url": "http://127.0.0.1:9/cb",
         "external_task_id": "e",
-        "camera_control": {"type": "simple", "config": {"horizontal": 0, "vertical": 0, "pan": 0, "tilt": -2, "roll": 0, "zoom": 0}},
+        "camera_control": {
+            "type": "simple",
+            "config": {"horizontal": 0, "vertical": 0, "pan": 0, "tilt": -2, "roll": 0, "zoom": 0},
+        },
     }
-    preset = request_body(kling.TextToVideo(prompt="p", camera_control=kling.CameraControl(type="down_back")))
+    preset = request_body(
+        kling.TextToVideo(prompt="p", camera_control=kling.CameraControl(type="down_back"))
+    )
     assert preset["camera_control"] == {"type": "down_back"}

@@ -1,0 +1,121 @@
+"""The ``async with client.watch(...)`` object: a poll scheduler with its task group.
+
+The task group lives inside ``async with`` (entered in ``__aenter__``, left in ``__aexit__``), never
+inside an async generator, so leaving the block, breaking out of the loop or being cancelled always
+stops every check in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from .clock import Clock
+from .events import EventSink
+from .models import Task
+from .scheduler import BatchFetch, Fetch, PollPolicy, PollScheduler
+
+__all__ = ["Watcher"]
+
+
+class Watcher:
+    """Finished tasks, in completion order, as an async iterator.
+
+    Made by :meth:`KlingClient.watch`; use it as ``async with client.watch(...) as results``.
+    Failed tasks are yielded too (``task.failed``); nothing is dropped silently. When a deadline
+    passes, iteration first yields everything that did finish, then raises
+    :class:`~kling_async.WaitTimeoutError` whose ``pending`` lists the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        fetch: Fetch,
+        batch_fetch: BatchFetch | None,
+        policy: PollPolicy,
+        clock: Clock,
+        events: EventSink | None,
+        on_finished: Callable[[Task], None] | None,
+        timeout: float | None,
+        task_timeout: float | None,
+    ) -> None:
+        self._clock = clock
+        self._scheduler = PollScheduler(
+            fetch,
+            policy=policy,
+            clock=clock,
+            batch_fetch=batch_fetch,
+            events=events,
+            on_finished=on_finished,
+        )
+        self._task_timeout = task_timeout
+        # Counted from when watch() is called, so tasks given up front share the deadline.
+        self._deadline = None if timeout is None else clock.now() + timeout
+        self._group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Watcher:
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        group.start_soon(self._scheduler.run)
+        if self._deadline is not None:
+            group.start_soon(self._close_at_deadline, self._deadline)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        if group is None:
+            return
+        self._scheduler.stop()
+        group.cancel_scope.cancel()
+        # The body's own exception (if any) propagates unchanged: the group only ever sees its
+        # children, which were just cancelled.
+        await group.__aexit__(None, None, None)
+
+    async def _close_at_deadline(self, deadline: float) -> None:
+        await self._clock.sleep(deadline - self._clock.now())
+        self._scheduler.close()
+
+    def add(self, task: Task, *, has_callback: bool = False) -> None:
+        """Track another task (streaming use). Adding the same task twice does nothing.
+
+        Args:
+            task: the task to track.
+            has_callback: its result will also arrive by webhook, so poll it only as a safety net.
+        """
+        deadline = self._deadline
+        if self._task_timeout is not None:
+            own = self._clock.now() + self._task_timeout
+            deadline = own if deadline is None else min(deadline, own)
+        self._scheduler.add(task, deadline=deadline, has_callback=has_callback)
+
+    def update(self, task: Task) -> None:
+        """Feed in a confirmed state for a tracked task (a verified webhook)."""
+        self._scheduler.update(task)
+
+    def poll_soon(self, task_id: str) -> None:
+        """Check a tracked task at the next opportunity (an unverified webhook hint)."""
+        self._scheduler.poll_soon(task_id)
+
+    def close(self) -> None:
+        """No more tasks will be added: iteration ends when the tracked ones have finished."""
+        self._scheduler.close()
+
+    @property
+    def pending(self) -> tuple[Task, ...]:
+        """Tasks still being tracked, as last seen."""
+        return self._scheduler.pending
+
+    def __aiter__(self) -> Watcher:
+        return self
+
+    async def __anext__(self) -> Task:
+        return await self._scheduler.__anext__()

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real emulator on 127.0.0.1 and a client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import kling_async as kling
+from kling_async.testing import FakeKlingServer, Timeline
+
+API_KEY = "sk-test-0123456789abcdef"
+
+FAST_RETRY = kling.RetryPolicy(base=0.01, cap=0.05, jitter=0.0)
+FAST_POLL = kling.PollPolicy(first_delay=0.02, min_interval=0.02, max_interval=0.1)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeKlingServer]:
+    """An emulator whose tasks finish in about 0.15 s."""
+    async with FakeKlingServer(
+        api_key=API_KEY, timeline=Timeline(queue_seconds=0.05, processing_seconds=0.1)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: FakeKlingServer) -> AsyncIterator[kling.KlingClient]:
+    """A client for the emulator with fast retries and polling."""
+    async with kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        timeout=5.0,
+    ) as running:
+        yield running

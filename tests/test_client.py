@@ -1,0 +1,247 @@
+"""KlingClient end to end over real HTTP against the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+import kling_async as kling
+from kling_async.auth import AccessKeyAuth
+from kling_async.testing import FakeKlingServer, Timeline
+
+from .conftest import API_KEY, FAST_POLL, FAST_RETRY
+
+
+async def test_submit_wait_download(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
+) -> None:
+    """The quick-start path: submit, wait, download a real MP4."""
+    task = await client.submit(kling.TextToVideo(prompt="A beach at sunset", duration="5"))
+    assert task.status is kling.TaskStatus.SUBMITTED
+    assert task.kind is kling.TEXT_TO_VIDEO
+    assert task.external_task_id
+    done = await client.wait(task, timeout=30)
+    assert done.succeeded
+    assert done.videos
+    assert done.videos[0].duration
+    path = await client.download(done, tmp_path)
+    data = path.read_bytes()
+    assert path.parent == tmp_path
+    assert data[4:8] == b"ftyp"
+
+
+async def test_text_to_video_sugar_and_wire_fields(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """Keyword sugar builds the same request; every field reaches the wire as documented."""
+    task = await client.text_to_video(
+        "A cat",
+        negative_prompt="dogs",
+        model_name="kling-v1",
+        mode="pro",
+        duration=10,
+        aspect_ratio="9:16",
+        cfg_scale=0.3,
+        camera_control=kling.CameraControl(type="simple", config=kling.CameraConfig(zoom=4)),
+        watermark=True,
+        external_task_id="my-ext-1",
+    )
+    body = server.tasks[task.id].body
+    assert body["prompt"] == "A cat"
+    assert body["duration"] == "10"
+    assert body["mode"] == "pro"
+    assert body["aspect_ratio"] == "9:16"
+    assert body["cfg_scale"] == 0.3
+    assert body["negative_prompt"] == "dogs"
+    assert body["model_name"] == "kling-v1"
+    assert body["camera_control"]["config"]["zoom"] == 4
+    assert body["watermark_info"] == {"enabled": True}
+    assert body["external_task_id"] == "my-ext-1"
+    assert task.external_task_id == "my-ext-1"
+
+
+async def test_get_task_by_id_and_kind(client: kling.KlingClient) -> None:
+    """A task can be fetched from its id plus its kind name."""
+    task = await client.submit(kling.ImageToVideo(image="https://cdn.test/a.png", prompt="wave"))
+    again = await client.get_task(task.id, "image2video")
+    assert again.id == task.id
+    assert again.kind is kling.IMAGE_TO_VIDEO
+
+
+async def test_validation_before_network(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """A request over a limit is refused before anything is sent."""
+    with pytest.raises(kling.ValidationError, match="prompt"):
+        await client.text_to_video("x" * 501)
+    assert server.requests == []
+
+
+async def test_server_validation_error_is_typed(client: kling.KlingClient) -> None:
+    """The emulator's 1201 (duration not allowed) comes back as BadRequestError with its code."""
+    with pytest.raises(kling.BadRequestError) as info:
+        await client.text_to_video("x", duration="7")
+    assert info.value.code == 1201
+    assert info.value.status == 400
+    assert "duration" in info.value.message
+
+
+async def test_failed_task_raises(client: kling.KlingClient) -> None:
+    """wait() raises TaskFailedError carrying the failed task."""
+    task = await client.text_to_video("please FAIL")
+    with pytest.raises(kling.TaskFailedError, match="content risk control") as info:
+        await client.wait(task, timeout=30)
+    assert info.value.task.failed
+
+
+async def test_wait_timeout(server: FakeKlingServer) -> None:
+    """wait() gives up at its deadline and says which task is pending."""
+    async with kling.KlingClient(
+        api_key=API_KEY, provider=kling.local_emulator(server.url), retry=FAST_RETRY, poll=FAST_POLL
+    ) as client:
+        server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+        task = await client.text_to_video("slow")
+        with pytest.raises(kling.WaitTimeoutError) as info:
+            await client.wait(task, timeout=0.3)
+        assert [t.id for t in info.value.pending] == [task.id]
+
+
+async def test_auth_failure_is_typed(server: FakeKlingServer) -> None:
+    """A wrong key gives AuthenticationError, not retried."""
+    async with kling.KlingClient(
+        api_key="sk-wrong", provider=kling.local_emulator(server.url), retry=FAST_RETRY
+    ) as client:
+        with pytest.raises(kling.AuthenticationError):
+            await client.text_to_video("x")
+    assert server.stats.routes["create"] == 1
+
+
+async def test_query_retried_after_server_error(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """A 500 on a query is retried; the caller sees the answer."""
+    task = await client.text_to_video("x")
+    server.faults.next_query("500", times=2)
+    again = await client.get_task(task)
+    assert again.id == task.id
+    assert server.stats.routes["query"] == 3
+
+
+async def test_malformed_answer_is_typed(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """A body with wrong types raises ResponseParseError, never KeyError."""
+    task = await client.text_to_video("x")
+    server.faults.next_query("malformed_no_data")
+    with pytest.raises(kling.ResponseParseError, match="data"):
+        await client.get_task(task)
+
+
+async def test_drop_after_create_is_adopted(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """The create lands but the answer is lost: the client finds the task, no second create."""
+    server.faults.next_create("drop_after_create")
+    task = await client.submit(kling.TextToVideo(prompt="x", external_task_id="amb-1"))
+    assert server.create_counts["amb-1"] == 1
+    assert server.tasks[task.id].external_task_id == "amb-1"
+
+
+async def test_drop_before_create_resubmits_once(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """Nothing was created: the client checks, then creates exactly one task."""
+    server.faults.next_create("drop_before_create")
+    await client.submit(kling.TextToVideo(prompt="x", external_task_id="amb-2"))
+    assert server.create_counts["amb-2"] == 1
+
+
+async def test_server_error_on_create_never_duplicates(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """Repeated 5xx on create: looked up each time, created once."""
+    server.faults.next_create("503", times=2)
+    task = await client.submit(kling.TextToVideo(prompt="x", external_task_id="amb-3"))
+    assert server.create_counts["amb-3"] == 1
+    assert task.external_task_id == "amb-3"
+
+
+async def test_uncertain_when_provider_cannot_confirm(server: FakeKlingServer) -> None:
+    """On a provider whose 'not found' proves nothing, an ambiguous create is reported, not retried."""
+    provider = kling.Provider(
+        name="gateway", base_url=server.url, prefix="/kling/v1", trust_not_found=False
+    )
+    async with kling.KlingClient(api_key=API_KEY, provider=provider, retry=FAST_RETRY) as client:
+        server.faults.next_create("drop_before_create")
+        with pytest.raises(kling.SubmitUncertainError) as info:
+            await client.submit(kling.TextToVideo(prompt="x", external_task_id="amb-4"))
+    assert info.value.external_task_id == "amb-4"
+    assert server.create_counts.get("amb-4", 0) == 0
+
+
+async def test_jwt_resigned_on_expiry() -> None:
+    """An expired JWT (1004) is re-signed once and the request succeeds."""
+
+    class Skewed:
+        """Signs the first token an hour in the past, then tells the truth."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def now(self) -> float:
+            self.calls += 1
+            return time.time() - (7200 if self.calls == 1 else 0)
+
+        async def sleep(self, seconds: float) -> None:
+            raise AssertionError
+
+    async with FakeKlingServer(access_key="ak-test", secret_key="sk-jwt-secret") as server:
+        auth = AccessKeyAuth("ak-test", "sk-jwt-secret", wall_clock=Skewed())
+        async with kling.KlingClient(
+            auth=auth, provider=kling.local_emulator(server.url), retry=FAST_RETRY
+        ) as client:
+            task = await client.text_to_video("x")
+        assert task.id in server.tasks
+        assert auth.signed == 2
+        assert server.stats.codes[1004] == 1
+
+
+async def test_key_never_leaks(server: FakeKlingServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The API key is in no log line, no exception text and no repr, even on failures."""
+    caplog.set_level(logging.DEBUG)
+    async with kling.KlingClient(
+        api_key=API_KEY, provider=kling.local_emulator(server.url), retry=FAST_RETRY
+    ) as client:
+        server.faults.next_query("500", times=10)
+        task = await client.text_to_video("x")
+        with pytest.raises(kling.ServerError) as info:
+            await client.get_task(task)
+        texts = [str(info.value), repr(info.value), repr(client), caplog.text]
+    for text in texts:
+        assert API_KEY not in text
+    assert any(API_KEY in r.headers.get("Authorization", "") for r in server.requests)
+
+
+async def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key anywhere: the error says which variables would work."""
+    for name in ("COMETAPI_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(kling.ConfigurationError, match="COMETAPI_KEY"):
+        kling.KlingClient()
+    monkeypatch.setenv("COMETAPI_KEY", "sk-env")
+    assert "sk-env" not in repr(kling.KlingClient())
+
+
+async def test_concurrency_limit_requeues(server: FakeKlingServer) -> None:
+    """A 1303 from a server-side slot limit re-queues the submission instead of failing it."""
+    server.max_active_tasks = 1
+    async with kling.KlingClient(
+        api_key=API_KEY, provider=kling.local_emulator(server.url), retry=FAST_RETRY, poll=FAST_POLL
+    ) as client:
+        tasks = await client.submit_many([kling.TextToVideo(prompt=f"p{i}") for i in range(3)])
+    assert len({t.id for t in tasks}) == 3
+    assert server.stats.codes[1303] >= 1
+    assert all(count == 1 for count in server.create_counts.values())
