@@ -1,0 +1,210 @@
+"""What happened, as small values handed to synchronous callbacks.
+
+The limiter, the task slots and the poll scheduler report progress as :data:`Event` values to an
+:data:`EventSink`: any plain callable taking one event. Sinks are meant to be cheap (a progress bar,
+a metrics counter, a log line); they run inline, so they must not block.
+
+A sink that raises never breaks the work that emitted the event: :class:`EventHub` and
+:func:`emit` log the exception and carry on. A broken progress bar must not cost a batch.
+
+Example:
+    >>> seen = []
+    >>> hub = EventHub()
+    >>> hub.add(seen.append)
+    >>> hub(ConcurrencyLimited(limit=3))
+    >>> seen
+    [ConcurrencyLimited(limit=3)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TypeAlias
+
+import attrs
+
+from .models import Task
+
+__all__ = [
+    "ConcurrencyLimited",
+    "Event",
+    "EventHub",
+    "EventSink",
+    "RateLimited",
+    "Retrying",
+    "TaskExpired",
+    "TaskFinished",
+    "TaskPolled",
+    "TaskSubmitted",
+    "emit",
+]
+
+_log = logging.getLogger("kling_async.events")
+
+
+@attrs.frozen
+class TaskSubmitted:
+    """A create request succeeded and the server assigned a task id.
+
+    Attributes:
+        task: the task as the create answer described it.
+    """
+
+    task: Task
+
+
+@attrs.frozen
+class TaskPolled:
+    """A status check returned; the task may or may not be finished.
+
+    Attributes:
+        task: the task as the check described it.
+    """
+
+    task: Task
+
+
+@attrs.frozen
+class TaskFinished:
+    """A task reached ``succeed`` or ``failed`` and was handed to the caller.
+
+    Attributes:
+        task: the finished task.
+    """
+
+    task: Task
+
+
+@attrs.frozen
+class TaskExpired:
+    """A task's deadline passed before it finished; it is no longer polled.
+
+    Attributes:
+        task: the task as last seen (still running on the server).
+    """
+
+    task: Task
+
+
+@attrs.frozen
+class Retrying:
+    """An operation failed and will be tried again.
+
+    Attributes:
+        operation: what failed, e.g. ``"poll 8675309"`` or ``"create text2video"``.
+        attempt: how many attempts have failed so far (1 after the first failure).
+        delay: seconds until the next attempt.
+        error: the exception that made the attempt fail.
+    """
+
+    operation: str
+    attempt: int
+    delay: float
+    error: BaseException = attrs.field(eq=False)
+
+
+@attrs.frozen
+class RateLimited:
+    """The server said "too many requests"; every request now pauses.
+
+    Attributes:
+        delay: seconds until requests may be sent again.
+        rate: the request rate (per second) the limiter will use afterwards.
+    """
+
+    delay: float
+    rate: float
+
+
+@attrs.frozen
+class ConcurrencyLimited:
+    """The server said too many tasks are running (code 1303); fewer slots will be used.
+
+    Attributes:
+        limit: the number of concurrent tasks the client now allows itself.
+    """
+
+    limit: int
+
+
+Event: TypeAlias = (
+    TaskSubmitted
+    | TaskPolled
+    | TaskFinished
+    | TaskExpired
+    | Retrying
+    | RateLimited
+    | ConcurrencyLimited
+)
+"""Any event kling_async reports."""
+
+EventSink: TypeAlias = Callable[[Event], None]
+"""A synchronous callback that receives events. It should be quick and should not raise."""
+
+
+def emit(sink: EventSink | None, event: Event) -> None:
+    """Hand *event* to *sink*, logging (never raising) whatever the sink raises.
+
+    Args:
+        sink: the callback, or ``None`` to do nothing.
+        event: the event to report.
+    """
+    if sink is None:
+        return
+    try:
+        sink(event)
+    except Exception:  # noqa: BLE001 - logged; see below
+        # A sink is an observer: its failure must not change what the observed code does.
+        _log.exception("event sink %r failed on %s", sink, type(event).__name__)
+
+
+class EventHub:
+    """Fans each event out to any number of sinks.
+
+    An :class:`EventHub` is itself an :data:`EventSink`, so it can be passed wherever one sink is
+    expected. Sinks are called in the order they were added; one that raises is logged and the
+    others still run.
+    """
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, *sinks: EventSink) -> None:
+        """Create a hub.
+
+        Args:
+            *sinks: sinks to add straight away.
+        """
+        self._sinks: list[EventSink] = list(sinks)
+
+    def add(self, sink: EventSink) -> None:
+        """Start sending events to *sink*.
+
+        Args:
+            sink: the callback to add (adding the same one twice calls it twice).
+        """
+        self._sinks.append(sink)
+
+    def remove(self, sink: EventSink) -> None:
+        """Stop sending events to *sink*; a sink that was never added is ignored.
+
+        Args:
+            sink: the callback to remove (its first registration).
+        """
+        with contextlib.suppress(ValueError):
+            self._sinks.remove(sink)
+
+    def __len__(self) -> int:
+        """Return the number of registered sinks."""
+        return len(self._sinks)
+
+    def __call__(self, event: Event) -> None:
+        """Send *event* to every sink.
+
+        Args:
+            event: the event to report.
+        """
+        # Iterate over a copy: a sink may remove itself (a progress bar that is done).
+        for sink in tuple(self._sinks):
+            emit(sink, event)

@@ -1,0 +1,522 @@
+"""The poll scheduler on virtual time: delivery, pacing, limits, deadlines, errors, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import tracemalloc
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import anyio
+import pytest
+
+from kling_async.errors import (
+    APIConnectionError,
+    ConfigurationError,
+    NotFoundError,
+    WaitTimeoutError,
+)
+from kling_async.events import Event, Retrying, TaskExpired, TaskFinished, TaskPolled
+from kling_async.kinds import IMAGE_TO_VIDEO, TEXT_TO_VIDEO
+from kling_async.models import Task, TaskStatus
+from kling_async.scheduler import PollPolicy, PollScheduler
+from kling_async.testing.clock import FakeClock
+
+NO_JITTER = PollPolicy(jitter=0)
+
+
+def make_task(task_id: str, status: TaskStatus = TaskStatus.SUBMITTED) -> Task:
+    """A text-to-video task in the given state."""
+    return Task(id=task_id, kind=TEXT_TO_VIDEO, status=status, raw_status=status.value)
+
+
+class FakeServer:
+    """Answers status checks from a script of finish times, on the fake clock."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        finish_at: dict[str, float],
+        *,
+        fail: Iterable[str] = (),
+        latency: float = 0.0,
+        unlisted: Iterable[str] = (),
+    ) -> None:
+        self.clock = clock
+        self.finish_at = finish_at
+        self.fail = set(fail)
+        self.latency = latency
+        self.unlisted = set(unlisted)
+        self.fetches: Counter[str] = Counter()
+        self.fetch_times: dict[str, list[float]] = {}
+        self.batch_sizes: list[int] = []
+        self.errors: dict[str, list[Exception]] = {}
+        self.in_flight = 0
+        self.peak = 0
+
+    def state(self, task_id: str) -> Task:
+        if self.clock.now() < self.finish_at.get(task_id, float("inf")):
+            return make_task(task_id, TaskStatus.PROCESSING)
+        if task_id in self.fail:
+            return make_task(task_id, TaskStatus.FAILED)
+        return make_task(task_id, TaskStatus.SUCCEED)
+
+    async def _call(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.clock.sleep(self.latency)
+        finally:
+            self.in_flight -= 1
+
+    async def fetch(self, task: Task) -> Task:
+        self.fetches[task.id] += 1
+        self.fetch_times.setdefault(task.id, []).append(self.clock.now())
+        await self._call()
+        scripted = self.errors.get(task.id)
+        if scripted:
+            raise scripted.pop(0)
+        return self.state(task.id)
+
+    async def batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:
+        self.batch_sizes.append(len(tasks))
+        await self._call()
+        return [self.state(task.id) for task in tasks if task.id not in self.unlisted]
+
+
+async def collect(scheduler: PollScheduler, clock: FakeClock) -> list[tuple[float, Task]]:
+    """Run *scheduler* to the end on auto-jumping time; return (time, task) per yielded task."""
+    results: list[tuple[float, Task]] = []
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        results.extend([(clock.now(), task) async for task in scheduler])
+    return results
+
+
+async def drain_ids(scheduler: PollScheduler, into: list[str]) -> None:
+    """Append each yielded task's id to *into*, keeping them if iteration raises."""
+    async for task in scheduler:
+        into.append(task.id)  # noqa: PERF401 - a comprehension would lose them on error
+
+
+def test_policy_intervals_grow_geometrically_to_the_cap() -> None:
+    """first_delay, then min_interval, times backoff per check, capped; per-kind overrides."""
+    policy = PollPolicy(
+        first_delay=2,
+        min_interval=4,
+        max_interval=20,
+        backoff=2,
+        jitter=0,
+        per_kind={"image2video": PollPolicy(first_delay=60, jitter=0)},
+    )
+    assert [policy.interval(0, n) for n in range(6)] == [2, 4, 8, 16, 20, 20]
+    assert policy.interval(0, 0, IMAGE_TO_VIDEO) == 60
+    assert policy.interval(0, 0, TEXT_TO_VIDEO) == 2
+    assert policy.interval(1000, 2) == 20  # an old task never polls faster than a tenth of its age
+    assert policy.interval(0, 10_000) == 20  # no overflow for very long-lived tasks
+
+    jittery = PollPolicy(jitter=0.1)
+    rng = random.Random(7)
+    samples = [jittery.interval(0, 50, rng=rng) for _ in range(200)]
+    assert all(27 <= s <= 33 for s in samples)
+    assert max(samples) - min(samples) > 3  # actually spread
+
+
+def test_policy_validation() -> None:
+    """Out-of-range policies are configuration errors."""
+    with pytest.raises(ConfigurationError, match="min_interval"):
+        PollPolicy(min_interval=60, max_interval=30)
+    with pytest.raises(ConfigurationError, match="jitter"):
+        PollPolicy(jitter=1.0)
+    with pytest.raises(ConfigurationError, match="max_in_flight"):
+        PollPolicy(max_in_flight=0)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        PollScheduler(FakeServer(FakeClock(), {}).fetch, batch_size=0)
+
+
+async def test_every_task_yielded_exactly_once_in_completion_order() -> None:
+    """500 tasks finishing at random times: each yielded once, failures too, promptly."""
+    clock = FakeClock()
+    rng = random.Random(2024)
+    finish_at = {f"t{i}": rng.uniform(10, 600) for i in range(500)}
+    failing = {f"t{i}" for i in range(0, 500, 10)}
+    server = FakeServer(clock, finish_at, fail=failing, latency=0.2)
+    finished_calls: Counter[str] = Counter()
+    events: list[Event] = []
+    scheduler = PollScheduler(
+        server.fetch,
+        clock=clock,
+        on_finished=lambda task: finished_calls.update([task.id]),
+        events=events.append,
+        rng=random.Random(1),
+    )
+    for task_id in finish_at:
+        scheduler.add(make_task(task_id))
+    scheduler.close()
+
+    results = await collect(scheduler, clock)
+
+    ids = [task.id for _, task in results]
+    assert len(ids) == 500
+    assert set(ids) == set(finish_at)
+    assert all(count == 1 for count in finished_calls.values())
+    assert len(finished_calls) == 500
+    assert {task.id for _, task in results if task.failed} == failing
+    assert all(task.succeeded for _, task in results if task.id not in failing)
+    times = [when for when, _ in results]
+    assert times == sorted(times)
+    for when, task in results:
+        # Seen at most one (jittered) max_interval plus a fetch's latency after finishing.
+        assert finish_at[task.id] <= when <= finish_at[task.id] + 30 * 1.1 + 0.2 + 1e-6
+    finished_events = [e.task.id for e in events if isinstance(e, TaskFinished)]
+    assert finished_events == ids
+    assert sum(isinstance(e, TaskPolled) for e in events) == sum(server.fetches.values())
+    assert scheduler.tracked == 0
+    assert scheduler.pending == ()
+
+
+async def test_checks_adapt_to_task_age() -> None:
+    """A 300 s task with first_delay 5 and max 30 is checked about 14 times, not 60."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"slow": 300.0})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("slow"))
+    scheduler.close()
+    await collect(scheduler, clock)
+    assert 12 <= server.fetches["slow"] <= 15
+    times = server.fetch_times["slow"]
+    assert times[0] == 5.0
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == sorted(gaps)
+    assert max(gaps) == 30.0
+
+
+async def test_max_in_flight_is_respected() -> None:
+    """100 tasks due at once with slow fetches: never more than max_in_flight concurrent checks."""
+    clock = FakeClock()
+    server = FakeServer(clock, {f"t{i}": 20.0 for i in range(100)}, latency=1.0)
+    scheduler = PollScheduler(
+        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=4, jitter=0)
+    )
+    for i in range(100):
+        scheduler.add(make_task(f"t{i}"))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert len(results) == 100
+    assert server.peak == 4
+
+
+async def test_deadline_expiry_raises_after_finished_tasks_were_yielded() -> None:
+    """An expired task does not hide finished ones: they come first, then WaitTimeoutError."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"quick": 50.0, "late": 120.0})  # "stuck" never finishes
+    events: list[Event] = []
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER, events=events.append)
+    scheduler.add(make_task("quick"), deadline=200)
+    scheduler.add(make_task("stuck"), deadline=100)
+    scheduler.add(make_task("late"))
+    scheduler.close()
+
+    yielded: list[str] = []
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with pytest.raises(WaitTimeoutError) as caught:
+            await drain_ids(scheduler, yielded)
+
+    assert yielded == ["quick", "late"]
+    assert [task.id for task in caught.value.pending] == ["stuck"]
+    assert caught.value.pending[0].status is TaskStatus.PROCESSING
+    assert "stuck" in str(caught.value)
+    assert server.fetch_times["stuck"][-1] == 100.0  # one last look exactly at the deadline
+    assert [task.id for task in scheduler.expired] == ["stuck"]
+    assert [e.task.id for e in events if isinstance(e, TaskExpired)] == ["stuck"]
+    # The error is raised once; afterwards iteration is simply over.
+    with pytest.raises(StopAsyncIteration):
+        await scheduler.__anext__()
+
+
+async def test_task_finishing_at_its_deadline_is_delivered() -> None:
+    """The final check at the deadline counts: a task done by then is not reported expired."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"just": 99.0})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=PollPolicy(jitter=0))
+    scheduler.add(make_task("just"), deadline=99.5)
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert [task.id for _, task in results] == ["just"]
+    assert results[0][0] == 99.5
+
+
+async def test_streaming_adds_while_iterating_and_close_ends_iteration() -> None:
+    """Tasks added during iteration are tracked; iteration ends only after close()."""
+    clock = FakeClock()
+    server = FakeServer(clock, {})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    yielded: list[str] = []
+
+    async def producer() -> None:
+        for i in range(10):
+            server.finish_at[f"s{i}"] = clock.now() + 7
+            scheduler.add(make_task(f"s{i}"))
+            await clock.sleep(20)
+        await clock.sleep(100)  # nothing tracked for a while: iteration must not end yet
+        scheduler.close()
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        tg.start_soon(producer)
+        await drain_ids(scheduler, yielded)
+        end = clock.now()
+
+    assert yielded == [f"s{i}" for i in range(10)]
+    assert end == pytest.approx(9 * 20 + 20 + 100)
+    with pytest.raises(RuntimeError, match="closed"):
+        scheduler.add(make_task("too-late"))
+
+
+async def test_update_delivers_immediately_and_reschedules() -> None:
+    """A finished update is yielded at once; an unfinished one pushes the next check back."""
+    clock = FakeClock()
+    server = FakeServer(clock, {})  # never finishes by polling
+    finished: list[str] = []
+    scheduler = PollScheduler(
+        server.fetch, clock=clock, policy=NO_JITTER, on_finished=lambda t: finished.append(t.id)
+    )
+    scheduler.add(make_task("hooked"))
+    scheduler.add(make_task("other"))
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(3)
+        scheduler.update(make_task("other", TaskStatus.PROCESSING))  # next check at 3 + 5
+        scheduler.update(make_task("hooked", TaskStatus.SUCCEED))
+        scheduler.update(make_task("unknown", TaskStatus.SUCCEED))  # ignored
+        first = await scheduler.__anext__()
+        assert clock.now() == 3
+        assert first.id == "hooked"
+        assert first.succeeded
+        assert server.fetches["hooked"] == 0
+        await clock.sleep(5.5)
+        assert server.fetch_times["other"] == [8.0]
+        scheduler.update(make_task("other", TaskStatus.FAILED))
+        scheduler.close()
+        rest = [task async for task in scheduler]
+
+    assert [task.id for task in rest] == ["other"]
+    assert finished == ["hooked", "other"]
+
+
+async def test_duplicate_add_is_a_no_op() -> None:
+    """The same id added twice (or again after delivery) is tracked and yielded once."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"dup": 12.0})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("dup"))
+    scheduler.add(make_task("dup"))
+    assert scheduler.tracked == 1
+    done = make_task("done", TaskStatus.SUCCEED)
+    scheduler.add(done)
+    scheduler.add(done)
+    assert scheduler.tracked == 1
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert sorted(task.id for _, task in results) == ["done", "dup"]
+    assert server.fetches["dup"] == 3  # at 5, 10 and 17.5: one schedule, not two
+
+
+async def test_already_finished_task_is_yielded_at_once() -> None:
+    """Adding a finished task (a resumed batch) yields it without a check."""
+    clock = FakeClock()
+    server = FakeServer(clock, {})
+    scheduler = PollScheduler(server.fetch, clock=clock)
+    scheduler.add(make_task("old", TaskStatus.FAILED))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert [(when, task.id) for when, task in results] == [(0.0, "old")]
+    assert not server.fetches
+
+
+async def test_cancelling_the_task_group_leaves_nothing_running() -> None:
+    """Cancel mid-flight: no check survives, and run() can resume the same tasks later."""
+    clock = FakeClock()
+    server = FakeServer(clock, {f"t{i}": 40.0 for i in range(50)}, latency=3.0)
+    scheduler = PollScheduler(
+        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=8, jitter=0)
+    )
+    for i in range(50):
+        scheduler.add(make_task(f"t{i}"))
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(6)  # checks are in flight now
+        assert server.in_flight > 0
+        tg.cancel_scope.cancel()
+
+    assert server.in_flight == 0
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    assert others == []
+    assert scheduler.tracked == 50
+
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert len(results) == 50
+
+
+async def test_fetch_errors_are_retried_with_backoff() -> None:
+    """A failing check is retried sooner, with Retrying events, until it works."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"flaky": 1.0})
+    server.errors["flaky"] = [APIConnectionError(f"reset {n}") for n in range(3)]
+    events: list[Event] = []
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER, events=events.append)
+    scheduler.add(make_task("flaky"))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert [task.id for _, task in results] == ["flaky"]
+    retries = [e for e in events if isinstance(e, Retrying)]
+    assert [(e.attempt, e.delay) for e in retries] == [(1, 5.0), (2, 10.0), (3, 20.0)]
+    assert all(isinstance(e.error, APIConnectionError) for e in retries)
+    assert server.fetch_times["flaky"] == [5.0, 10.0, 20.0, 40.0]
+
+
+async def test_retry_budget_exhausted_raises_after_finished_tasks() -> None:
+    """An error that outlasts the retry budget is raised once the finished tasks are out."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"ok": 1.0})
+    broken = APIConnectionError("down for good")
+    server.errors["down"] = [broken] * 10
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER, retry_budget=2)
+    scheduler.add(make_task("ok"))
+    scheduler.add(make_task("down"))
+    scheduler.close()
+    yielded: list[str] = []
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with pytest.raises(APIConnectionError, match="down for good"):
+            await drain_ids(scheduler, yielded)
+    assert yielded == ["ok"]
+    assert server.fetches["down"] == 3
+    assert [task.id for task in scheduler.pending] == ["down"]
+
+
+async def test_not_found_is_fatal_and_surfaces_after_finished_tasks() -> None:
+    """NotFoundError is not retried: it stops the loop and is raised after finished tasks."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"done": 3.0})
+    server.errors["gone"] = [NotFoundError("no such task", status=404, code=1203)]
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("done"))
+    scheduler.add(make_task("gone"))
+    scheduler.add(make_task("later"))  # never finishes: the error must not wait for it
+    scheduler.close()
+    yielded: list[str] = []
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with pytest.raises(NotFoundError):
+            await drain_ids(scheduler, yielded)
+    assert yielded == ["done"]
+    assert server.fetches["gone"] == 1
+    assert clock.now() == 5.0
+
+
+async def test_batch_fetch_is_used_and_missing_tasks_fall_back() -> None:
+    """Due tasks are checked in batches; tasks the list does not return are polled alone."""
+    clock = FakeClock()
+    finish_at = {f"b{i}": 30.0 for i in range(30)}
+    missing = {"b3", "b17", "b29"}
+    server = FakeServer(clock, finish_at, unlisted=missing)
+    scheduler = PollScheduler(
+        server.fetch,
+        batch_fetch=server.batch_fetch,
+        batch_size=10,
+        clock=clock,
+        policy=NO_JITTER,
+    )
+    for task_id in finish_at:
+        scheduler.add(make_task(task_id))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert sorted(task.id for _, task in results) == sorted(finish_at)
+    assert server.batch_sizes
+    assert max(server.batch_sizes) == 10
+    assert set(server.fetches) == missing
+    # The first round at t=5 covers everyone; then the three fall back to single fetches, at once.
+    assert server.batch_sizes[:3] == [10, 10, 10]
+    assert sorted(server.batch_sizes[3:6]) == [7, 10, 10]
+    assert all(times[0] == 5.0 for task_id, times in server.fetch_times.items())
+
+
+async def test_callback_tasks_are_polled_rarely_and_poll_soon_checks_now() -> None:
+    """Webhook-backed tasks use callback_interval; poll_soon() triggers an immediate check."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"hook": 300.0, "hint": 50.0})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("hook"), has_callback=True)
+    scheduler.add(make_task("hint"), has_callback=True)
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(51)
+        scheduler.poll_soon("hint")
+        scheduler.poll_soon("nobody")  # ignored
+        first = await scheduler.__anext__()
+        assert (first.id, clock.now()) == ("hint", 51)
+        scheduler.close()
+        rest = [task.id async for task in scheduler]
+
+    assert rest == ["hook"]
+    assert server.fetch_times["hook"] == [120.0, 240.0, 360.0]
+    assert server.fetch_times["hint"] == [51.0]
+
+
+async def test_on_finished_errors_do_not_break_the_loop() -> None:
+    """A raising on_finished callback is logged; every task is still delivered."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"a": 1.0, "b": 2.0})
+
+    def broken(task: Task) -> None:
+        raise RuntimeError("oops")
+
+    scheduler = PollScheduler(server.fetch, clock=clock, on_finished=broken)
+    scheduler.add(make_task("a"))
+    scheduler.add(make_task("b"))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert sorted(task.id for _, task in results) == ["a", "b"]
+
+
+async def test_stop_ends_run_and_iteration() -> None:
+    """stop() cancels checks in flight, returns from run() and ends iteration quietly."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"x": 1.0}, latency=10.0)
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("x"))
+    scheduler.add(make_task("y"))
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(7)
+        scheduler.stop()
+        rest = [task async for task in scheduler]
+    assert rest == []
+    assert server.in_flight == 0
+    assert sorted(task.id for task in scheduler.pending) == ["x", "y"]
+
+
+async def test_memory_per_tracked_task_is_small() -> None:
+    """Tracking costs well under 1 KiB per task (the tasks themselves are the caller's)."""
+    clock = FakeClock()
+    scheduler = PollScheduler(FakeServer(clock, {}).fetch, clock=clock)
+    tasks = [make_task(f"{i:020d}") for i in range(20_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for task in tasks:
+            scheduler.add(task, deadline=1e9)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_task = (after - before) / len(tasks)
+    assert per_task < 1024, per_task
