@@ -38,7 +38,7 @@ from .errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from .events import ConcurrencyLimited, Event, EventHub, Retrying, TaskSubmitted
+from .events import Event, EventHub, Retrying, TaskSubmitted
 from .kinds import kind_for_request, kind_named
 from .limiter import RateLimit, RateLimiter, TokenBucketLimiter, UnlimitedLimiter
 from .models import Task, TaskKind, TaskRequest, TextToVideo
@@ -59,6 +59,10 @@ _ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
 _ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 _ENV_BASE_URL = "KLING_BASE_URL"
 _REFRESH_BATCH = 20
+
+DEFAULT_RATE = RateLimit(per_second=20.0, burst=40)
+"""The default request rate: generous for Kling (which documents no QPS limit on queries), and
+low enough that a batch of thousands does not flood a gateway that does."""
 
 
 def _provider_named(name: str) -> Provider:
@@ -109,7 +113,9 @@ class KlingClient:
             ``$KLING_BASE_URL``.
         limits: request limits checked before sending; defaults to the provider's.
         retry: the retry policy for transient failures.
-        rate: requests per second (with burst) shared by every request this client sends.
+        rate: requests per second (with burst) shared by every request this client sends
+            (default :data:`DEFAULT_RATE`); ``None`` for no pacing. A 429 pauses every request
+            of the client for one shared cool-down either way.
         max_active_tasks: how many submitted-but-unfinished tasks may exist at once (Kling's
             per-account concurrency); ``submit`` waits for a free slot.
         poll: how often the scheduler checks tasks.
@@ -136,7 +142,7 @@ class KlingClient:
         base_url: str | None = None,
         limits: RequestLimits | None = None,
         retry: RetryPolicy | None = None,
-        rate: RateLimit | None = None,
+        rate: RateLimit | None = DEFAULT_RATE,
         max_active_tasks: int | None = None,
         poll: PollPolicy | None = None,
         timeout: float = 60.0,
@@ -239,20 +245,23 @@ class KlingClient:
                 )
                 data = wire.parse_envelope(raw.status, raw.headers, raw.body, where=where)
             except (APIError, APIConnectionError) as exc:
-                if isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError):
-                    # One shared cool-down for every coroutine, instead of N private back-offs.
-                    self.limiter.on_rate_limited(exc.retry_after)
+                # One shared cool-down for every coroutine, instead of N private back-offs.
+                shared_pause = (
+                    isinstance(exc, RateLimitError)
+                    and not isinstance(exc, ConcurrencyLimitError)
+                    and not isinstance(self.limiter, UnlimitedLimiter)
+                )
+                if shared_pause:
+                    self.limiter.on_rate_limited(getattr(exc, "retry_after", None))
                 if needs_new_token(exc) and not resigned:
                     self._auth.invalidate()
                     resigned = True
                     continue
                 if not retry or not self.retry.should_retry(exc, retries):
                     raise
-                delay = 0.0
-                if not (
-                    isinstance(exc, RateLimitError) and not isinstance(exc, ConcurrencyLimitError)
-                ):
-                    delay = self.retry.delay(retries, getattr(exc, "retry_after", None))
+                delay = self.retry.delay(retries, getattr(exc, "retry_after", None))
+                if shared_pause:
+                    delay = 0.0
                 retries += 1
                 logger.info(
                     "%s failed (%s); retry %d in %.2fs", where, type(exc).__name__, retries, delay
@@ -409,7 +418,6 @@ class KlingClient:
                 error: KlingError = exc
                 self.slots.release()
                 self.slots.on_concurrency_limited()
-                self._emit(ConcurrencyLimited(limit=self.slots.limit or 0))
                 await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
                 await self._acquire_slot()
                 retries += 1
