@@ -293,7 +293,7 @@ def request_body(request: TaskRequest, *, external_task_id: str | None = None) -
     Example:
         >>> from kling_async import TextToVideo
         >>> request_body(TextToVideo(prompt="hi", mode="pro"), external_task_id="e1")
-        {'mode': 'pro', 'duration': '5', 'external_task_id': 'e1', 'prompt': 'hi'}
+        {'mode': 'pro', 'duration': '5', 'prompt': 'hi', 'external_task_id': 'e1'}
     """
     body: dict[str, Any] = _drop_none(converter.unstructure(request))
     watermark = body.pop("watermark", None)
