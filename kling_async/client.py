@@ -187,6 +187,7 @@ class KlingClient:
         )
         self._active: dict[str, Task] = {}
         self._closed = False
+        self._downloader: Downloader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -210,6 +211,9 @@ class KlingClient:
     async def aclose(self) -> None:
         """Close the connection pool. Safe to call twice."""
         self._closed = True
+        downloader, self._downloader = self._downloader, None
+        if downloader is not None:
+            await downloader.aclose()
         await self._transport.aclose()
 
     def _emit(self, event: Event) -> None:
@@ -611,8 +615,10 @@ class KlingClient:
 
         See :class:`~kling_async.download.Downloader` for how files are verified and resumed.
         """
-        async with Downloader(refresh=self.get_task) as downloader:
-            return await downloader.download(task, dest, watermark=watermark, index=index)
+        if self._downloader is None:
+            # Its own session, created on first use: CDN links never see the API key.
+            self._downloader = Downloader(refresh=self.get_task, retry=self.retry, clock=self.clock)
+        return await self._downloader.download(task, dest, watermark=watermark, index=index)
 
 
 def _ambiguous(error: KlingError) -> bool:
