@@ -297,6 +297,19 @@ class KlingClient:
         self.observe(found)
         return found
 
+    def adopt(self, task: Task) -> None:
+        """Count an unfinished task created earlier (a resumed batch) against the task slots.
+
+        Its slot frees, like any other, when the client sees the task finish. Adopting a task
+        twice, or a finished one, does nothing.
+        """
+        if task.is_finished or task.id in self._active:
+            return
+        adopt = getattr(self.slots, "adopt", None)
+        if adopt is not None:
+            adopt(1)
+            self._active[task.id] = task
+
     def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""
         if task.is_finished and self._active.pop(task.id, None) is not None:

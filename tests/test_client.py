@@ -245,3 +245,25 @@ async def test_concurrency_limit_requeues(server: FakeKlingServer) -> None:
     assert len({t.id for t in tasks}) == 3
     assert server.stats.codes[1303] >= 1
     assert all(count == 1 for count in server.create_counts.values())
+
+
+async def test_adopted_task_holds_a_slot_until_seen_finished(server: FakeKlingServer) -> None:
+    """A task adopted from an earlier run occupies a slot; seeing it finish frees the slot."""
+    async with kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_active_tasks=1,
+    ) as client:
+        task = await client.text_to_video("earlier run")
+        fresh = kling.KlingClient(
+            api_key=API_KEY, provider=kling.local_emulator(server.url), max_active_tasks=1
+        )
+        fresh.adopt(task)
+        fresh.adopt(task)
+        assert fresh.slots.in_use == 1
+        done = await fresh.wait(task, timeout=30)
+        assert done.succeeded
+        assert fresh.slots.in_use == 0
+        await fresh.aclose()
