@@ -258,7 +258,10 @@ async def test_adopted_task_holds_a_slot_until_seen_finished(server: FakeKlingSe
     ) as client:
         task = await client.text_to_video("earlier run")
         fresh = kling.KlingClient(
-            api_key=API_KEY, provider=kling.local_emulator(server.url), max_active_tasks=1
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            poll=FAST_POLL,
+            max_active_tasks=1,
         )
         fresh.adopt(task)
         fresh.adopt(task)
