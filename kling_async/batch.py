@@ -39,7 +39,6 @@ import attrs
 
 from . import wire
 from .client import KlingClient
-from .download import Downloader
 from .errors import (
     AccountError,
     APIConnectionError,
@@ -175,8 +174,11 @@ class Batch:
         self._on_entry = on_entry
         self._entries: dict[str, JournalEntry] = {}
         self._keys_by_task: dict[str, str] = {}
-        self._adopted: set[str] = set()
         self._fatal: BaseException | None = None
+        # Submissions this batch has let through to client.submit that may not hold their
+        # slot yet (see _wait_for_room).
+        self._reserved = 0
+        self._room = anyio.Event()
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -254,12 +256,8 @@ class Batch:
         for key, _ in items:
             if key in known:
                 self._note(known[key])
-        timed_out = False
         self._fatal = None
-        try:
-            timed_out = await self._run(items, known, request_json)
-        finally:
-            self._release_adopted()
+        timed_out = await self._run(items, known, request_json)
         if self._fatal is not None:
             raise self._fatal
         return await self._result(items, timed_out)
@@ -273,13 +271,13 @@ class Batch:
         timed_out = False
         async with (
             self._client.watch(timeout=self._timeout) as watcher,
-            Downloader(refresh=self._client.get_task) as downloader,
             anyio.create_task_group() as group,
         ):
             group.start_soon(self._feed, items, known, request_json, watcher, group)
             try:
                 async for task in watcher:
-                    await self._finished(task, group, downloader)
+                    self._signal_room()
+                    await self._finished(task, group)
             except WaitTimeoutError as exc:
                 logger.warning("batch timed out with %d task(s) unfinished", len(exc.pending))
                 timed_out = True
@@ -399,11 +397,19 @@ class Batch:
                 f"{entry.external_task_id!r}, but cannot prove none exists",
             )
 
+    async def _submit(self, request: TaskRequest, ext_id: str) -> Task:
+        await self._wait_for_room()
+        try:
+            return await self._client.submit(request, external_task_id=ext_id)
+        finally:
+            self._reserved -= 1
+            self._signal_room()
+
     async def _create(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         key, ext_id = entry.key, entry.external_task_id
         for attempt in range(2):
             try:
-                task = await self._client.submit(request, external_task_id=ext_id)
+                task = await self._submit(request, ext_id)
             except SubmitUncertainError as exc:
                 await self._record_status(key, "uncertain", str(exc))
                 return
@@ -453,51 +459,57 @@ class Batch:
 
     def _track(self, key: str, task: Task, watcher: Watcher, *, adopt: bool) -> None:
         self._keys_by_task[task.id] = key
-        if adopt and not task.is_finished:
-            self._adopt(task)
+        if adopt:
+            # Created by an earlier run (or found after an unreadable answer): it holds one of
+            # the account's slots until the client sees it finish.
+            self._client.adopt(task)
         try:
             watcher.add(task)
         except RuntimeError:
             # The watcher closed at the batch deadline; the journal keeps the task for a re-run.
-            self._release(task.id)
+            logger.info("not tracking %s (%s): the batch deadline passed", task.id, key)
 
-    def _adopt(self, task: Task) -> None:
-        # A task created by an earlier run holds one of the account's slots. The client frees
-        # slots only for tasks it submitted itself, so the batch pairs adopt() with its own
-        # release() when the task finishes (see _finished and _release_adopted).
+    def _signal_room(self) -> None:
+        self._room.set()
+        self._room = anyio.Event()
+
+    async def _wait_for_room(self) -> None:
+        """Wait until a submission would get a task slot at once.
+
+        A submitter waiting inside ``client.submit`` refreshes the client's active tasks itself
+        (it cannot know that this batch's watcher polls them already); many such waiters would
+        spend the rate limit on duplicate polls. So the batch lets a submission through only
+        when the pool has room, counting those let through but not yet answered.
+        """
         slots = self._client.slots
-        if isinstance(slots, SlotPool) and task.id not in self._adopted:
-            slots.adopt(1)
-            self._adopted.add(task.id)
+        if not isinstance(slots, SlotPool):
+            return
+        while True:
+            limit = slots.limit
+            if limit is None or (slots.in_use + self._reserved < limit and not slots.waiting):
+                self._reserved += 1
+                return
+            # Woken when a task finishes or a submission is answered; the timeout is a safety
+            # net for slots freed elsewhere (another user of the same client).
+            with anyio.move_on_after(self._client.poll_policy.min_interval):
+                await self._room.wait()
 
-    def _release(self, task_id: str) -> None:
-        if task_id in self._adopted:
-            self._adopted.discard(task_id)
-            self._client.slots.release()
-
-    def _release_adopted(self) -> None:
-        for task_id in list(self._adopted):
-            self._release(task_id)
-
-    async def _finished(
-        self, task: Task, group: anyio.abc.TaskGroup, downloader: Downloader
-    ) -> None:
-        self._release(task.id)
+    async def _finished(self, task: Task, group: anyio.abc.TaskGroup) -> None:
         key = self._keys_by_task.get(task.id)
         if key is None:  # pragma: no cover - the watcher only yields tasks we added
             return
         if task.succeeded:
             await self._record_status(key, "succeed")
             if self._download:
-                group.start_soon(self._fetch_video, key, task, downloader)
+                group.start_soon(self._fetch_video, key, task)
         else:
             reason = task.status_msg or task.raw_status or "failed"
             await self._record_status(key, "failed", reason)
 
-    async def _fetch_video(self, key: str, task: Task, downloader: Downloader) -> None:
+    async def _fetch_video(self, key: str, task: Task) -> None:
         dest = self._out_dir / file_name_for_key(key)
         try:
-            path = await downloader.download(task, dest, watermark=self._watermark)
+            path = await self._client.download(task, dest, watermark=self._watermark)
         except DownloadError as exc:
             # Stays "succeed": the next run downloads it again (resuming the .part file).
             await self._record_status(key, "succeed", f"download failed: {exc}")
