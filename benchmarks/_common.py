@@ -1,0 +1,170 @@
+"""Helpers shared by the benchmark scripts: emulator start-up, clients, statistics, output.
+
+Every benchmark talks only to the local emulator on 127.0.0.1; nothing here opens a connection
+anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import kling_async as kling
+
+API_KEY = "bench-key-0123456789abcdef"
+"""The emulator's accepted key (a local test value, not a secret)."""
+
+FAST_RETRY = kling.RetryPolicy(base=0.01, cap=0.05, jitter=0.0)
+"""Retries that do not stretch a benchmark when the emulator hiccups."""
+
+
+def emulator_provider(url: str, *, supports_list: bool = True) -> kling.Provider:
+    """The emulator provider at *url*, optionally pretending it cannot list (like CometAPI)."""
+    provider = kling.local_emulator(url)
+    return attrs.evolve(provider, supports_list=supports_list)
+
+
+def make_client(
+    url: str,
+    *,
+    supports_list: bool = True,
+    poll: kling.PollPolicy | None = None,
+    max_active_tasks: int | None = None,
+    api_key: str = API_KEY,
+) -> kling.KlingClient:
+    """A client for the emulator at *url* with no request pacing (``rate=None``)."""
+    return kling.KlingClient(
+        api_key=api_key,
+        provider=emulator_provider(url, supports_list=supports_list),
+        retry=FAST_RETRY,
+        rate=None,
+        poll=poll,
+        max_active_tasks=max_active_tasks,
+        timeout=30.0,
+    )
+
+
+def prompts(count: int, prefix: str = "bench") -> list[kling.TextToVideo]:
+    """*count* distinct text-to-video requests."""
+    return [
+        kling.TextToVideo(prompt=f"{prefix} prompt {i}", external_task_id=f"{prefix}-{i}")
+        for i in range(count)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def emulator_process(
+    *, queue_seconds: float, processing_seconds: float, api_key: str = API_KEY
+) -> AsyncIterator[str]:
+    """Run the emulator in a child process on 127.0.0.1; yield its API base URL.
+
+    A separate process gives the client under test the whole of its own core, so a throughput
+    comparison measures the client side rather than the emulator sharing its event loop.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kling_async.testing",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--api-key",
+        api_key,
+        "--queue-seconds",
+        repr(queue_seconds),
+        "--processing-seconds",
+        repr(processing_seconds),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        url = line.decode().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"emulator did not start (first line {line!r})")
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The *pct* percentile (0-100) of *values* by linear interpolation; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def rss_bytes() -> int:
+    """The resident set size of this process right now, after a full garbage collection."""
+    gc.collect()
+    statm = Path("/proc/self/statm")
+    if statm.exists():
+        resident_pages = int(statm.read_text().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    import resource
+
+    # ru_maxrss is the peak (KiB on Linux, bytes on macOS): only usable while memory grows.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def print_table(title: str, rows: Iterable[tuple[str, Any]]) -> None:
+    """Print *rows* as an aligned two-column table under *title*."""
+    materialised = [(label, _fmt(value)) for label, value in rows]
+    width = max((len(label) for label, _ in materialised), default=0)
+    print(f"\n== {title}")
+    for label, value in materialised:
+        print(f"  {label.ljust(width)}  {value}")
+
+
+def print_grid(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a table with a header row; columns are right-aligned after the first."""
+    body = [[_fmt(cell) for cell in row] for row in rows]
+    table = [list(header), *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print(f"\n== {title}")
+    for index, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
+        print("  " + "  ".join(cells))
+        if index == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+
+
+def verdict(ok: bool) -> str:
+    """``"MET"`` or ``"MISSED"``."""
+    return "MET" if ok else "MISSED"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)

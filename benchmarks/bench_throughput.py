@@ -1,0 +1,229 @@
+"""Status-check throughput: the client's scheduler vs a raw aiohttp GET loop, same concurrency.
+
+Both sides check the same never-finishing tasks on the emulator (``--queue-seconds 1e9``, run in
+a child process on 127.0.0.1 so that the measured process holds only the client side):
+
+* **library**: ``client.watch(tasks)`` with ``rate=None``, no list endpoint (one GET per check,
+  as on CometAPI) and a policy with ~zero intervals, so checks run back to back with
+  ``max_in_flight=C``. A check is counted when the scheduler reports it (``TaskPolled``).
+* **baseline**: C coroutines each doing ``session.get(url, headers=auth)`` + ``json()`` in a loop
+  over the same task URLs.
+
+Each side runs a warm-up and then a fixed window; the phases alternate (baseline, library,
+baseline, library) and the rates are averaged per side so slow drift affects both equally.
+
+Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (``--profile`` adds a cProfile of one
+library window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import itertools
+import pstats
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import aiohttp
+import anyio
+from _common import (
+    API_KEY,
+    emulator_process,
+    make_client,
+    percentile,
+    print_table,
+    prompts,
+    verdict,
+)
+
+import kling_async as kling
+from kling_async.events import Event, TaskPolled
+
+TARGET = 0.9
+
+
+def _tight_policy(concurrency: int) -> kling.PollPolicy:
+    tiny = 1e-9
+    return kling.PollPolicy(
+        first_delay=tiny,
+        min_interval=tiny,
+        max_interval=tiny,
+        jitter=0.0,
+        max_in_flight=concurrency,
+    )
+
+
+class _Window(NamedTuple):
+    rate: float
+    """Checks per second."""
+    cpu_per_check: float
+    """CPU seconds this process spent per check (client side only; the emulator is elsewhere)."""
+
+
+async def _baseline_window(
+    urls: Sequence[str], concurrency: int, warmup: float, window: float
+) -> _Window:
+    """Checks per second of C raw GET loops over *urls* during *window* (after *warmup*)."""
+    headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
+    counted = False
+    count = 0
+    cycle = itertools.cycle(urls)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
+        async def worker() -> None:
+            nonlocal count
+            while True:
+                async with session.get(next(cycle), headers=headers) as response:
+                    body = await response.json()
+                if body["code"] != 0:
+                    raise RuntimeError(f"emulator answered {body!r}")
+                if counted:
+                    count += 1
+
+        async with anyio.create_task_group() as group:
+            for _ in range(concurrency):
+                group.start_soon(worker)
+            await anyio.sleep(warmup)
+            counted = True
+            started, cpu = time.perf_counter(), time.process_time()
+            await anyio.sleep(window)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            counted = False
+            group.cancel_scope.cancel()
+    return _Window(count / elapsed, cpu / max(count, 1))
+
+
+async def _library_window(
+    url: str,
+    tasks: Sequence[kling.Task],
+    concurrency: int,
+    warmup: float,
+    window: float,
+    profiler: cProfile.Profile | None = None,
+) -> _Window:
+    """Checks per second of ``client.watch`` over *tasks* during *window* (after *warmup*)."""
+    count = 0
+    counted = False
+
+    def on_event(event: Event) -> None:
+        nonlocal count
+        if counted and isinstance(event, TaskPolled):
+            count += 1
+
+    async with make_client(url, supports_list=False, poll=_tight_policy(concurrency)) as client:
+        client.events.add(on_event)
+        async with client.watch(tasks):
+            await anyio.sleep(warmup)
+            counted = True
+            if profiler is not None:
+                profiler.enable()
+            started, cpu = time.perf_counter(), time.process_time()
+            await anyio.sleep(window)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            if profiler is not None:
+                profiler.disable()
+            counted = False
+    return _Window(count / elapsed, cpu / max(count, 1))
+
+
+async def run(
+    *,
+    tasks: int = 256,
+    concurrency: int = 16,
+    window: float = 5.0,
+    warmup: float = 1.0,
+    rounds: int = 2,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Measure both sides; return checks/s for each and their ratio."""
+    async with emulator_process(queue_seconds=1e9, processing_seconds=1.0) as url:
+        async with make_client(url, supports_list=False) as client:
+            created = await client.submit_many(prompts(tasks, "tput"))
+        task_urls = [client.provider.url(f"{task.kind.path}/{task.id}") for task in created]
+        half = window / rounds
+        base_rates: list[_Window] = []
+        lib_rates: list[_Window] = []
+        for _ in range(rounds):
+            base_rates.append(await _baseline_window(task_urls, concurrency, warmup, half))
+            lib_rates.append(await _library_window(url, created, concurrency, warmup, half))
+        profile_text = ""
+        if profile:
+            profiler = cProfile.Profile()
+            await _library_window(url, created, concurrency, warmup, window, profiler)
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(25)
+            profile_text = out.getvalue()
+    baseline = sum(w.rate for w in base_rates) / len(base_rates)
+    library = sum(w.rate for w in lib_rates) / len(lib_rates)
+    base_cpu = sum(w.cpu_per_check for w in base_rates) / len(base_rates)
+    lib_cpu = sum(w.cpu_per_check for w in lib_rates) / len(lib_rates)
+    round_ratios = [lib.rate / base.rate for lib, base in zip(lib_rates, base_rates, strict=True)]
+    return {
+        "tasks": tasks,
+        "concurrency": concurrency,
+        "window_s": window,
+        "baseline_checks_per_s": baseline,
+        "library_checks_per_s": library,
+        "ratio": library / baseline if baseline else float("nan"),
+        "round_ratios": round_ratios,
+        "median_round_ratio": percentile(round_ratios, 50),
+        "baseline_rounds": [w.rate for w in base_rates],
+        "library_rounds": [w.rate for w in lib_rates],
+        "baseline_cpu_us_per_check": base_cpu * 1e6,
+        "library_cpu_us_per_check": lib_cpu * 1e6,
+        "cpu_ratio": lib_cpu / base_cpu if base_cpu else float("nan"),
+        "profile": profile_text,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse *argv*, run the benchmark, print and return the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--window", type=float, default=5.0, help="seconds measured per side")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
+    parser.add_argument("--profile", action="store_true", help="cProfile one library window")
+    args = parser.parse_args(argv)
+    result = asyncio.run(
+        run(
+            tasks=args.tasks,
+            concurrency=args.concurrency,
+            window=args.window,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            profile=args.profile,
+        )
+    )
+    print_table(
+        "status-check throughput (emulator in a child process, instant answers)",
+        [
+            ("tasks / concurrency", f"{result['tasks']} / {result['concurrency']}"),
+            ("raw aiohttp GET loop, checks/s", result["baseline_checks_per_s"]),
+            ("client.watch scheduler, checks/s", result["library_checks_per_s"]),
+            ("per round (baseline)", ", ".join(f"{r:.0f}" for r in result["baseline_rounds"])),
+            ("per round (library)", ", ".join(f"{r:.0f}" for r in result["library_rounds"])),
+            ("client CPU per check, baseline (us)", result["baseline_cpu_us_per_check"]),
+            ("client CPU per check, library (us)", result["library_cpu_us_per_check"]),
+            ("CPU per check, library/baseline", f"{result['cpu_ratio']:.2f}x"),
+            ("median per-round ratio", f"{result['median_round_ratio']:.2f}x"),
+            (
+                f"ratio library/baseline (target >= {TARGET})",
+                f"{result['ratio']:.2f}x  {verdict(result['ratio'] >= TARGET)}",
+            ),
+        ],
+    )
+    if result["profile"]:
+        print("\n-- cProfile of one library window (by own time) --")
+        print(result["profile"])
+    return result
+
+
+if __name__ == "__main__":
+    main()
