@@ -86,7 +86,6 @@ TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secre
 """The query parameter of the callback URL that carries the receiver's token."""
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - a documented prefix, not a secret
-_MAX_TRACKED = 200_000
 
 Confirm = Callable[[Task], Awaitable[Task]]
 """Fetch a task's real state, e.g. :meth:`KlingClient.get_task`."""
@@ -228,7 +227,7 @@ class WebhookStats:
 class _Tracked:
     """One task the receiver expects callbacks for. Strictly private."""
 
-    __slots__ = ("confirming", "external_id", "kind", "seen", "sink", "task_id")
+    __slots__ = ("confirming", "external_id", "kind", "queued", "seen", "sink", "task_id")
 
     def __init__(self, task: Task, sink: TaskSink) -> None:
         self.task_id = task.id
@@ -237,6 +236,8 @@ class _Tracked:
         self.sink = sink
         self.seen: set[str] = set()
         self.confirming = False
+        # A terminal claim that came in while a confirmation was running: the GET may predate it.
+        self.queued: Task | None = None
 
 
 class WebhookReceiver:
@@ -258,6 +259,8 @@ class WebhookReceiver:
         confirm_timeout: seconds allowed for one confirming GET.
         public_url: the externally reachable URL of the callback route, used by
             :meth:`callback_url` when it is given no URL.
+        max_tracked: the most tasks remembered; beyond it the oldest are forgotten (their
+            callbacks are then ignored and the safety-net poll finds them).
         wall_clock: unix time for signature timestamps (tests).
 
     Raises:
@@ -274,12 +277,15 @@ class WebhookReceiver:
         tolerance: float = SIGNATURE_TOLERANCE,
         confirm_timeout: float = 30.0,
         public_url: str | None = None,
+        max_tracked: int = 200_000,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if token is not None and len(token) < 16:
             raise ConfigurationError("a callback token needs at least 16 characters")
-        if max_body < 1 or tolerance <= 0 or confirm_timeout <= 0:
-            raise ConfigurationError("max_body, tolerance and confirm_timeout must be positive")
+        if max_body < 1 or max_tracked < 1 or tolerance <= 0 or confirm_timeout <= 0:
+            raise ConfigurationError(
+                "max_body, max_tracked, tolerance and confirm_timeout must be positive"
+            )
         self._token = token if token is not None else secrets.token_urlsafe(24)
         secrets_list = [signing_secret] if isinstance(signing_secret, str) else signing_secret
         self._signing: tuple[str, ...] = tuple(secrets_list or ())
@@ -288,8 +294,13 @@ class WebhookReceiver:
         self.max_body = max_body
         """The largest body accepted, in bytes."""
         self.tolerance = tolerance
+        """Seconds a signature timestamp may be off."""
         self.confirm_timeout = confirm_timeout
+        """Seconds allowed for one confirming GET."""
         self.public_url = public_url
+        """The callback route's external URL, for :meth:`callback_url`."""
+        self.max_tracked = max_tracked
+        """The most tasks remembered at once."""
         self.stats = WebhookStats()
         """Counters of what the receiver did."""
         self._confirm = confirm
@@ -381,7 +392,7 @@ class WebhookReceiver:
             self._tracked[task.id] = entry
             if entry.external_id:
                 self._by_external[entry.external_id] = task.id
-            while len(self._tracked) > _MAX_TRACKED:
+            while len(self._tracked) > self.max_tracked:
                 # Tasks polled to completion are only forgotten through observe(); evicting the
                 # oldest keeps memory bounded, and the safety-net poll still covers them.
                 self._forget(next(iter(self._tracked)))
@@ -530,15 +541,19 @@ class WebhookReceiver:
             # Unsigned progress is not fed in: a forger could postpone the safety-net poll.
             return
         if entry.confirming:
+            entry.queued = task
             return
         group = self._group
         if self._confirm is None or group is None:
             entry.seen.discard(status)
             entry.sink.poll_soon(entry.task_id)
             return
+        self._start_confirm(group, entry, task)
+
+    def _start_confirm(self, group: anyio.abc.TaskGroup, entry: _Tracked, claimed: Task) -> None:
         entry.confirming = True
         self.stats.confirmations += 1
-        group.start_soon(self._confirm_task, entry, task)
+        group.start_soon(self._confirm_task, entry, claimed)
 
     async def _confirm_task(self, entry: _Tracked, claimed: Task) -> None:
         assert self._confirm is not None  # noqa: S101 - only started with a confirm function
@@ -550,6 +565,9 @@ class WebhookReceiver:
             logger.warning("confirming task %s failed (%s); polling it soon", claimed.id, exc)
             entry.confirming = False
             entry.seen.discard(claimed.status.value)
+            if entry.queued is not None:
+                entry.seen.discard(entry.queued.status.value)
+                entry.queued = None
             entry.sink.poll_soon(entry.task_id)
             return
         entry.confirming = False
@@ -566,6 +584,9 @@ class WebhookReceiver:
         if actual.is_finished:
             self._forget(entry.task_id)
         entry.sink.update(actual)
+        queued, entry.queued = entry.queued, None
+        if queued is not None and not actual.is_finished and self._group is not None:
+            self._start_confirm(self._group, entry, queued)
 
 
 def aiohttp_handler(

@@ -17,6 +17,7 @@ from aiohttp import web
 from starlette.applications import Starlette
 
 import kling_async as kling
+from kling_async.events import TaskFinished
 from kling_async.testing import FakeKlingServer, Timeline
 from kling_async.webhooks import (
     TOKEN_PARAM,
@@ -532,3 +533,120 @@ async def test_asgi_lifespan_and_other_scopes() -> None:
 
     await app({"type": "http", "method": "POST", "headers": []}, gone, send)
     assert len(sent) == 2
+
+
+# -- the receiver's bookkeeping, with a fake watcher -------------------------------------------
+
+
+class FakeSink:
+    """Records what the receiver asks of a watcher."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, bool]] = []
+        self.updated: list[kling.Task] = []
+        self.hinted: list[str] = []
+
+    def add(self, task: kling.Task, *, has_callback: bool = False) -> None:
+        """Record an added task."""
+        self.added.append((task.id, has_callback))
+
+    def update(self, task: kling.Task) -> None:
+        """Record a fed-in state."""
+        self.updated.append(task)
+
+    def poll_soon(self, task_id: str) -> None:
+        """Record a poll hint."""
+        self.hinted.append(task_id)
+
+
+def fake_task(task_id: str, status: kling.TaskStatus = kling.TaskStatus.PROCESSING) -> kling.Task:
+    """A task as a create answer would describe it."""
+    return kling.Task(id=task_id, kind=kling.TEXT_TO_VIDEO, status=status)
+
+
+def callback(task_id: str, status: str) -> bytes:
+    """A legacy callback body."""
+    return json.dumps({"task_id": task_id, "task_status": status}).encode()
+
+
+async def test_tracking_limits_and_forgetting() -> None:
+    """Finished tasks are not remembered, the oldest are evicted, forget() drops one."""
+    sink = FakeSink()
+    receiver = WebhookReceiver(token=TOKEN, max_tracked=2)
+    receiver.track(sink, fake_task("done", kling.TaskStatus.SUCCEED))
+    for name in ("a", "b", "c"):
+        receiver.track(sink, fake_task(name))
+    assert sink.added == [("done", True), ("a", True), ("b", True), ("c", True)]
+    assert receiver.tracking == 2
+    query = {TOKEN_PARAM: TOKEN}
+    await receiver.handle({}, query, callback("a", "succeed"))
+    assert receiver.stats.ignored == 1
+    receiver.forget("b")
+    receiver.forget("b")
+    assert receiver.tracking == 1
+    receiver.observe(TaskFinished(fake_task("c", kling.TaskStatus.SUCCEED)))
+    assert receiver.tracking == 0
+    with pytest.raises(kling.ConfigurationError):
+        WebhookReceiver(max_tracked=0)
+
+
+async def test_one_confirmation_at_a_time() -> None:
+    """While a confirming GET runs, another terminal claim waits and is confirmed after it."""
+    sink = FakeSink()
+    release = anyio.Event()
+    calls: list[str] = []
+
+    async def slow_confirm(task: kling.Task) -> kling.Task:
+        calls.append(task.status.value)
+        await release.wait()
+        # The first GET predates the failure; the second sees it.
+        status = kling.TaskStatus.PROCESSING if len(calls) == 1 else kling.TaskStatus.FAILED
+        return fake_task(task.id, status)
+
+    receiver = WebhookReceiver(token=TOKEN, confirm=slow_confirm)
+    query = {TOKEN_PARAM: TOKEN}
+    async with receiver:
+        receiver.track(sink, fake_task("t1"))
+        await receiver.handle({}, query, callback("t1", "processing"))
+        await receiver.handle({}, query, callback("t1", "succeed"))
+        await receiver.handle({}, query, callback("t1", "failed"))
+        await receiver.handle({}, query, callback("t1", "failed"))
+        await wait_until(lambda: calls == ["succeed"])
+        release.set()
+        await wait_until(lambda: len(sink.updated) == 2)
+    assert calls == ["succeed", "failed"]
+    assert [task.status for task in sink.updated] == [
+        kling.TaskStatus.PROCESSING,
+        kling.TaskStatus.FAILED,
+    ]
+    assert receiver.stats.confirmations == 2
+    assert receiver.stats.disagreements == 1
+    assert receiver.stats.duplicates == 1
+    assert receiver.tracking == 0
+    assert sink.hinted == []
+
+
+async def test_replay_window_forgets_old_message_ids() -> None:
+    """A webhook-id is remembered for twice the tolerance, then forgotten."""
+    now = [1_000_000.0]
+    sink = FakeSink()
+    receiver = WebhookReceiver(
+        token=TOKEN, signing_secret=SECRET, tolerance=60, wall_clock=lambda: now[0]
+    )
+    receiver.track(sink, fake_task("t1"))
+    query = {TOKEN_PARAM: TOKEN}
+    body = callback("t1", "processing")
+    assert await receiver.handle(signed_headers(body, at=now[0], msg_id="a"), query, body) == (
+        200,
+        "ok",
+    )
+    assert receiver.stats.duplicates == 0
+    now[0] += 200
+    later = callback("t1", "succeed")
+    headers = signed_headers(later, at=now[0], msg_id="a")
+    assert await receiver.handle(headers, query, later) == (200, "ok")
+    assert [task.status for task in sink.updated] == [
+        kling.TaskStatus.PROCESSING,
+        kling.TaskStatus.SUCCEED,
+    ]
+    assert receiver.stats.direct == 1

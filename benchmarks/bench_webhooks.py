@@ -1,0 +1,135 @@
+"""Callbacks + safety-net polling vs polling only: detection latency and requests per task.
+
+One run, three scenarios against the in-process emulator on 127.0.0.1, each with the same batch:
+
+* ``polling only``: the default poll policy, time-scaled;
+* ``callbacks``: every task submitted with a ``callback_url``, a receiver on 127.0.0.1 feeding the
+  watcher, polling only every ``callback_interval`` (scaled);
+* ``callbacks, 20% lost``: the same with a fifth of the callbacks dropped by the emulator, to show
+  what the safety net costs when callbacks go missing.
+
+Time is scaled by ``SCALE`` (real seconds x SCALE): tasks of ~100-200 s last 2-4 s here, the
+default 5 s first check becomes 0.1 s and the 120 s callback safety net 2.4 s. Latency is
+measured from the emulator's finish time to the moment the watcher yields the task (both on
+``time.monotonic``); it is reported in benchmark milliseconds, not scaled back. The emulator
+posts callbacks on a 20 ms tick, which is part of the callback latency.
+
+Run: ``python benchmarks/bench_webhooks.py`` (about 15 s). The provider is told it cannot list
+tasks, as on CometAPI, so every status check is one GET; requests are not paced (``rate=None``),
+since a real request rate would be 50x too strict in scaled time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator
+
+import attrs
+from aiohttp import web
+
+import kling_async as kling
+from kling_async.testing import FakeKlingServer, Timeline
+from kling_async.webhooks import WebhookReceiver, aiohttp_handler
+
+API_KEY = "bench-key-0123456789abcdef"
+TASKS = 50
+SCALE = 0.02
+DEFAULT = kling.PollPolicy()
+POLL = kling.PollPolicy(
+    first_delay=DEFAULT.first_delay * SCALE,
+    min_interval=DEFAULT.min_interval * SCALE,
+    max_interval=DEFAULT.max_interval * SCALE,
+    callback_interval=DEFAULT.callback_interval * SCALE,
+)
+TIMELINE = Timeline(queue_seconds=10 * SCALE, processing_seconds=150 * SCALE, jitter=0.33)
+
+
+@attrs.frozen
+class Outcome:
+    """What one scenario measured."""
+
+    name: str
+    latencies: list[float]
+    checks: int
+    requests: int
+
+    def row(self) -> str:
+        """One line of the results table."""
+        ordered = sorted(self.latencies)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        return (
+            f"{self.name:<22} {len(ordered):>5} {statistics.median(ordered) * 1000:>10.1f} "
+            f"{p95 * 1000:>8.1f} {ordered[-1] * 1000:>8.1f} {self.checks / TASKS:>12.2f} "
+            f"{self.requests / TASKS:>14.2f}"
+        )
+
+
+@contextlib.asynccontextmanager
+async def listening(receiver: WebhookReceiver) -> AsyncIterator[str]:
+    """Serve *receiver* on 127.0.0.1; yield the callback URL (with its token)."""
+    app = web.Application()
+    app.router.add_post("/cb", aiohttp_handler(receiver))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield receiver.callback_url(f"http://127.0.0.1:{runner.addresses[0][1]}/cb")
+    finally:
+        await runner.cleanup()
+
+
+async def scenario(name: str, *, callbacks: bool, drop_rate: float = 0.0) -> Outcome:
+    """Submit TASKS tasks, watch them to the end, and measure."""
+    async with FakeKlingServer(
+        api_key=API_KEY, timeline=TIMELINE, callback_drop_rate=drop_rate, seed=7
+    ) as server:
+        provider = attrs.evolve(kling.local_emulator(server.url), supports_list=False)
+        async with kling.KlingClient(
+            api_key=API_KEY, provider=provider, poll=POLL, rate=None, timeout=30.0
+        ) as client:
+            receiver = WebhookReceiver.for_client(client)
+            async with listening(receiver) as url, receiver, client.watch(timeout=120) as results:
+                requests = [
+                    kling.TextToVideo(prompt=f"bench {i}", callback_url=url if callbacks else None)
+                    for i in range(TASKS)
+                ]
+                for task in await client.submit_many(requests):
+                    if callbacks:
+                        receiver.track(results, task)
+                    else:
+                        results.add(task)
+                results.close()
+                latencies = [
+                    time.monotonic() - server.tasks[done.id].finished_at async for done in results
+                ]
+        routes = server.stats.routes
+        checks = routes["query"] + routes["list"]
+        return Outcome(name, latencies, checks, checks + routes["create"])
+
+
+async def main() -> None:
+    """Run the three scenarios and print the table and the ratios."""
+    started = time.monotonic()
+    polling = await scenario("polling only", callbacks=False)
+    hooked = await scenario("callbacks", callbacks=True)
+    lossy = await scenario("callbacks, 20% lost", callbacks=True, drop_rate=0.2)
+    print(f"{TASKS} tasks of ~{150 * SCALE:.0f} s each (time scale {SCALE}: real s x {SCALE})")
+    print(
+        f"{'scenario':<22} {'tasks':>5} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
+        f"{'checks/task':>12} {'requests/task':>14}"
+    )
+    for outcome in (polling, hooked, lossy):
+        print(outcome.row())
+    median_ratio = statistics.median(polling.latencies) / statistics.median(hooked.latencies)
+    print(
+        f"callbacks vs polling only: {polling.checks / max(1, hooked.checks):.1f}x fewer status "
+        f"checks, {median_ratio:.1f}x lower median detection latency"
+    )
+    print(f"run time {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
