@@ -66,10 +66,14 @@ async def attach(
 ) -> kling.Task | None:
     """Return the task for a journal entry: re-attached if it exists, else newly submitted."""
     if entry.task_id is not None:  # created in an earlier run: just look at it again
-        return await client.get_task(entry.task_id, entry.kind)
+        task = await client.get_task(entry.task_id, entry.kind)
+        client.adopt(task)  # an unfinished task holds one of the account's task slots
+        return task
     # "pending" or "uncertain": a create may have reached the server before we crashed.
     found = await client.find_by_external_id(entry.external_task_id, entry.kind)
-    if found is None:
+    if found is not None:
+        client.adopt(found)
+    else:
         request = kling.TextToVideo(**json.loads(entry.request_json))
         try:
             found = await client.submit(request, external_task_id=entry.external_task_id)
