@@ -28,9 +28,9 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -50,6 +50,9 @@ from .errors import (
     KlingError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
+    ResponseParseError,
+    ServerError,
     SubmitUncertainError,
     ValidationError,
     WaitTimeoutError,
@@ -67,6 +70,9 @@ logger = logging.getLogger("kling_async.batch")
 EntryCallback = Callable[[JournalEntry], None]
 """Called with an entry each time the batch learns or changes it (progress displays)."""
 
+_T = TypeVar("_T")
+_READ_RETRIES = 3
+_TRANSIENT = (ResponseParseError, APIConnectionError, ServerError, RateLimitError)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_STEM = 120
 # Errors after which every further request would fail the same way: stop the batch instead of
@@ -350,11 +356,30 @@ class Batch:
             return
         await self._recover(entry, request, watcher)
 
+    async def _read(self, fetch: Callable[[str, str], Awaitable[_T]], ident: str, kind: str) -> _T:
+        """A read (task or external-id look-up), tried again after transient failures.
+
+        The client retries HTTP-level failures itself, but not an answer it cannot read (an
+        HTML error page with status 200); a read is safe to repeat, and a look-up that gives up
+        too early leaves an entry uncertain until the next run.
+        """
+        retries = 0
+        while True:
+            try:
+                return await fetch(ident, kind)
+            except _TRANSIENT as exc:  # noqa: PERF203 - a network retry, not a hot loop
+                if retries >= _READ_RETRIES:
+                    raise
+                delay = self._client.retry.delay(retries, getattr(exc, "retry_after", None))
+                logger.info("reading %s failed (%s); retrying in %.2fs", ident, exc, delay)
+                retries += 1
+                await self._client.clock.sleep(delay)
+
     async def _reattach(self, entry: JournalEntry, watcher: Watcher) -> None:
         """Fetch a task the journal knows by id and track it again."""
         assert entry.task_id is not None  # noqa: S101 - checked by the caller
         try:
-            task = await self._client.get_task(entry.task_id, entry.kind)
+            task = await self._read(self._client.get_task, entry.task_id, entry.kind)
         except NotFoundError as exc:
             await self._record_status(entry.key, "failed", f"the server no longer knows it: {exc}")
             return
@@ -370,7 +395,9 @@ class Batch:
     async def _recover(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         """An entry without task id: find the task its create may have made, or create it."""
         try:
-            found = await self._client.find_by_external_id(entry.external_task_id, entry.kind)
+            found = await self._read(
+                self._client.find_by_external_id, entry.external_task_id, entry.kind
+            )
         except SubmitUncertainError as exc:
             # No look-up form. A create the server refused outright made nothing: safe to send.
             if entry.status == "failed":
@@ -440,7 +467,7 @@ class Batch:
                 self._track(key, task, watcher, adopt=False)
                 return
             try:
-                found = await self._client.find_by_external_id(ext_id, entry.kind)
+                found = await self._read(self._client.find_by_external_id, ext_id, entry.kind)
             except KlingError as exc:
                 if isinstance(exc, _FATAL):
                     raise
