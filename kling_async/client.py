@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +60,7 @@ _ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
 _ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 _ENV_BASE_URL = "KLING_BASE_URL"
 _REFRESH_BATCH = 20
+_LIST_PAGE_SIZE = 500
 
 DEFAULT_RATE = RateLimit(per_second=20.0, burst=40)
 """The default request rate: generous for Kling (which documents no QPS limit on queries), and
@@ -188,6 +190,8 @@ class KlingClient:
         self._active: dict[str, Task] = {}
         self._closed = False
         self._downloader: Downloader | None = None
+        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
+        self._refresh_lock = anyio.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -399,20 +403,35 @@ class KlingClient:
         """Wait for a task slot, checking our own unfinished tasks while we wait.
 
         Slots free when the client sees a task finish. A caller who submits without watching
-        would otherwise wait forever, so a waiting submitter refreshes the oldest active tasks
-        itself, once per poll interval.
+        would otherwise wait forever, so while submitters wait, one of them at a time refreshes
+        the oldest active tasks that no open watcher is already tracking, once per poll interval
+        (with one list request where the provider supports it).
         """
         while True:
             with anyio.move_on_after(self.poll_policy.min_interval):
                 await self.slots.acquire()
                 return
-            for task in list(self._active.values())[:_REFRESH_BATCH]:
-                try:
-                    await self.get_task(task)
-                except (APIError, APIConnectionError) as exc:  # noqa: PERF203 - one bad task must not stop the rest
-                    logger.info(
-                        "refreshing task %s while waiting for a slot failed: %s", task.id, exc
-                    )
+            if self._refresh_lock.locked():
+                continue
+            async with self._refresh_lock:
+                await self._refresh_unwatched()
+
+    async def _refresh_unwatched(self) -> None:
+        watched: set[str] = set()
+        for watcher in self._watchers:
+            watched.update(task.id for task in watcher.pending)
+        stale = [task for task in self._active.values() if task.id not in watched]
+        stale = stale[:_REFRESH_BATCH]
+        if not stale:
+            return
+        try:
+            if self.provider.supports_list:
+                await self._batch_fetch(stale)
+                return
+            for task in stale:
+                await self.get_task(task)
+        except (APIError, APIConnectionError) as exc:
+            logger.info("refreshing tasks while waiting for a slot failed: %s", exc)
 
     async def text_to_video(self, prompt: str, **fields: Any) -> Task:
         """Shorthand for ``submit(TextToVideo(prompt=prompt, **fields))``.
@@ -588,7 +607,9 @@ class KlingClient:
             on_finished=self.observe,
             timeout=timeout,
             task_timeout=task_timeout,
+            batch_size=_LIST_PAGE_SIZE,
         )
+        self._watchers.add(watcher)
         initial = list(tasks)
         for task in initial:
             watcher.add(task)
@@ -601,7 +622,7 @@ class KlingClient:
         wanted = {task.id for task in tasks}
         found: list[Task] = []
         for kind in {task.kind for task in tasks}:
-            listed = await self.list_tasks(kind, page=1, page_size=500)
+            listed = await self.list_tasks(kind, page=1, page_size=_LIST_PAGE_SIZE)
             found.extend(task for task in listed if task.id in wanted)
         for task in found:
             self.observe(task)

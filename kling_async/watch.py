@@ -41,6 +41,7 @@ class Watcher:
         on_finished: Callable[[Task], None] | None,
         timeout: float | None,
         task_timeout: float | None,
+        batch_size: int = 100,
     ) -> None:
         self._clock = clock
         self._scheduler = PollScheduler(
@@ -48,6 +49,7 @@ class Watcher:
             policy=policy,
             clock=clock,
             batch_fetch=batch_fetch,
+            batch_size=batch_size,
             events=events,
             on_finished=on_finished,
         )
