@@ -13,16 +13,17 @@ CI output stay readable.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
@@ -187,6 +188,20 @@ class BatchDisplay(Protocol):
         ...
 
 
+class _BarWithCounts(Progress):
+    """A progress bar with the batch's counts on a line of their own (they do not fit beside it)."""
+
+    def __init__(self, *columns: ProgressColumn, counts: Callable[[], str], **options: Any) -> None:
+        # Set first: the base class renders once while it is being built.
+        self._counts = counts
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        """The bar, then the counts."""
+        yield self.make_tasks_table(self.tasks)
+        yield Text(f"  {self._counts()}", style="dim")
+
+
 class RichBatchProgress:
     """One rich progress bar for a batch: done/total, counts, elapsed time and ETA.
 
@@ -201,20 +216,18 @@ class RichBatchProgress:
         self, console: Console, total: int, *, title: str = "batch", download: bool = True
     ) -> None:
         self.tally = BatchTally(total, download=download)
-        self._progress = Progress(
+        self._progress = _BarWithCounts(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
+            counts=self.tally.describe,
         )
-        self._task: TaskID = self._progress.add_task(
-            title, total=total, detail=self.tally.describe()
-        )
+        self._task: TaskID = self._progress.add_task(title, total=total)
 
     def __enter__(self) -> RichBatchProgress:
         """Start the live display."""
@@ -232,7 +245,7 @@ class RichBatchProgress:
         self._progress.stop()
 
     def _refresh(self) -> None:
-        self._progress.update(self._task, completed=self.tally.done, detail=self.tally.describe())
+        self._progress.update(self._task, completed=self.tally.done)
 
     def entry(self, entry: JournalEntry) -> None:
         """See :meth:`BatchDisplay.entry`."""
