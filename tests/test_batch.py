@@ -10,7 +10,7 @@ import pytest
 import kling_async as kling
 from kling_async.batch import Batch, file_name_for_key
 from kling_async.journal import InMemoryJournal, JournalEntry, SqliteJournal
-from kling_async.testing import FakeKlingServer
+from kling_async.testing import FakeKlingServer, Timeline
 
 from .conftest import API_KEY, FAST_POLL, FAST_RETRY
 
@@ -240,3 +240,23 @@ def test_file_names_are_safe_and_distinct() -> None:
     assert "/" not in file_name_for_key("../etc/passwd")
     assert not file_name_for_key("../x").startswith(".")
     assert file_name_for_key("a/b") != file_name_for_key("a_b")
+
+
+async def test_timeout_leaves_tasks_for_a_rerun(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
+) -> None:
+    """At the batch deadline unfinished tasks stay journaled; the next run picks them up."""
+    server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+    items = _items("slow one", "slow two")
+    async with InMemoryJournal() as journal:
+        first = await Batch(client, journal, tmp_path, timeout=0.3).run(items)
+        assert first.timed_out
+        assert (first.incomplete, first.succeeded) == (2, 0)
+        assert [entry.status for entry in first.entries] == ["created", "created"]
+        for entry in first.entries:
+            assert entry.task_id is not None
+            server.set_status(entry.task_id, "succeed")
+        second = await Batch(client, journal, tmp_path).run(items)
+    assert second.ok
+    assert not second.timed_out
+    assert server.stats.routes["create"] == 2
