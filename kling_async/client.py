@@ -34,6 +34,7 @@ from .errors import (
     NotFoundError,
     PartialSubmitError,
     RateLimitError,
+    ResponseParseError,
     ServerError,
     SubmitUncertainError,
     TaskFailedError,
@@ -252,7 +253,7 @@ class KlingClient:
                     timeout=self.timeout,
                 )
                 data = wire.parse_envelope(raw.status, raw.headers, raw.body, where=where)
-            except (APIError, APIConnectionError) as exc:
+            except (APIError, APIConnectionError, ResponseParseError) as exc:
                 # One shared cool-down for every coroutine, instead of N private back-offs.
                 shared_pause = (
                     isinstance(exc, RateLimitError)
@@ -465,7 +466,7 @@ class KlingClient:
                     if found is not None:
                         return found
                 raise
-            except (APIConnectionError, ServerError, RateLimitError) as exc:
+            except (APIConnectionError, ServerError, RateLimitError, ResponseParseError) as exc:
                 error = exc
                 ambiguous = _ambiguous(exc)
             if not self.retry.should_retry(error, retries):
@@ -659,6 +660,9 @@ def _ambiguous(error: KlingError) -> bool:
     """Whether a failed create may nevertheless have created a task."""
     if isinstance(error, APIConnectionError):
         return error.maybe_sent
+    if isinstance(error, ResponseParseError):
+        # The server answered, so it saw the request; the answer just cannot be read.
+        return True
     # A 5xx came from a server that may have recorded the task before failing; a 429 did not.
     return isinstance(error, ServerError)
 

@@ -20,6 +20,7 @@ from .errors import (
     AuthenticationError,
     ConfigurationError,
     RateLimitError,
+    ResponseParseError,
     ServerError,
 )
 
@@ -83,7 +84,8 @@ class RetryPolicy:
 
 def is_transient(error: BaseException) -> bool:
     """Whether the same request may succeed later (never true for request or account errors)."""
-    if isinstance(error, APIConnectionError):
+    if isinstance(error, APIConnectionError | ResponseParseError):
+        # An unreadable answer is usually a proxy's or gateway's glitch; reads may try again.
         return True
     if isinstance(error, RateLimitError | ServerError):
         return True

@@ -135,9 +135,28 @@ async def test_malformed_answer_is_typed(
 ) -> None:
     """A body with wrong types raises ResponseParseError, never KeyError."""
     task = await client.text_to_video("x")
-    server.faults.next_query("malformed_no_data")
+    server.faults.next_query("malformed_no_data", times=10)
     with pytest.raises(kling.ResponseParseError, match="data"):
         await client.get_task(task)
+
+
+async def test_one_malformed_answer_is_retried(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """A single unreadable answer to a read is retried like a dropped connection."""
+    task = await client.text_to_video("x")
+    server.faults.next_query("malformed_text")
+    assert (await client.get_task(task)).id == task.id
+
+
+async def test_unreadable_create_answer_is_ambiguous(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """A create whose 200 answer cannot be read did create a task: it is adopted, not repeated."""
+    server.faults.next_create("malformed_text")
+    task = await client.submit(kling.TextToVideo(prompt="x", external_task_id="amb-5"))
+    assert server.create_counts["amb-5"] == 1
+    assert task.id == server.task_by_external_id("amb-5").task_id
 
 
 async def test_drop_after_create_is_adopted(
