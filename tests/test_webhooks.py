@@ -457,6 +457,8 @@ async def test_token_never_logged(
     server: FakeKlingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Neither log lines nor repr ever show the token, whatever happens."""
+    # On the package logger itself: another test (the CLI's) may have left it at ERROR.
+    caplog.set_level(logging.DEBUG, logger="kling_async")
     caplog.set_level(logging.DEBUG)
     async with make_client(server) as client:
         receiver = WebhookReceiver.for_client(client, token=TOKEN)
