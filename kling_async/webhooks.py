@@ -386,6 +386,16 @@ class WebhookReceiver:
             sink: the watcher that should yield the task.
             task: the submitted task.
         """
+        self.expect(sink, task)
+        sink.add(task, has_callback=True)
+
+    def expect(self, sink: TaskSink, task: Task) -> None:
+        """Route *task*'s callbacks to *sink* without adding it there (the caller adds it).
+
+        Args:
+            sink: the watcher that tracks (or will track) the task.
+            task: the submitted task; a finished one is not remembered.
+        """
         if not task.is_finished:
             self._forget(task.id)
             entry = _Tracked(task, sink)
@@ -396,7 +406,6 @@ class WebhookReceiver:
                 # Tasks polled to completion are only forgotten through observe(); evicting the
                 # oldest keeps memory bounded, and the safety-net poll still covers them.
                 self._forget(next(iter(self._tracked)))
-        sink.add(task, has_callback=True)
 
     def forget(self, task_id: str) -> None:
         """Stop expecting callbacks for *task_id* (later ones are accepted and ignored).
