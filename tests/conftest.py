@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -35,3 +36,12 @@ async def client(server: FakeKlingServer) -> AsyncIterator[kling.KlingClient]:
         timeout=5.0,
     ) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _restore_library_log_level() -> Iterator[None]:
+    """The CLI quiets the package logger in-process; later tests must see every record."""
+    logger = logging.getLogger("kling_async")
+    level = logger.level
+    yield
+    logger.setLevel(level)
