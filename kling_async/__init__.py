@@ -63,6 +63,10 @@ from .retry import RetryPolicy as RetryPolicy
 from .scheduler import PollPolicy as PollPolicy
 from .validation import RequestLimits as RequestLimits
 from .watch import Watcher as Watcher
+from .webhooks import WebhookReceiver as WebhookReceiver
+from .webhooks import WebhookVerificationError as WebhookVerificationError
+from .webhooks import aiohttp_handler as aiohttp_handler
+from .webhooks import verify_signature as verify_signature
 
 try:
     __version__ = version("kling-async")
@@ -73,6 +77,9 @@ __all__ = [
     # the session
     "KlingClient",
     "Watcher",
+    "WebhookReceiver",
+    "aiohttp_handler",
+    "verify_signature",
     # requests and tasks
     "TextToVideo",
     "ImageToVideo",
@@ -123,5 +130,6 @@ __all__ = [
     "TaskFailedError",
     "WaitTimeoutError",
     "DownloadError",
+    "WebhookVerificationError",
     "__version__",
 ]
