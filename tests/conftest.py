@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -45,3 +46,14 @@ def _restore_library_log_level() -> Iterator[None]:
     level = logger.level
     yield
     logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Finalise each test's garbage before the next starts.
+
+    A socket or file left unclosed surfaces as a ResourceWarning only when the garbage collector
+    finalises it; collecting here makes it fail the test that leaked it, not a later one.
+    """
+    yield
+    gc.collect()
