@@ -1,4 +1,4 @@
-"""Run the four benchmarks in turn (``make bench``); each prints its own table.
+"""Run the five benchmarks in turn (``make bench``); each prints its own table.
 
 Run: ``.venv/bin/python benchmarks/run_all.py``
 """
@@ -15,11 +15,18 @@ import bench_makespan
 import bench_memory
 import bench_requests_per_task
 import bench_throughput
+import bench_webhooks
 
 
 def main() -> int:
     """Run every benchmark with its default sizes; return the process exit status."""
-    for module in (bench_throughput, bench_requests_per_task, bench_makespan, bench_memory):
+    for module in (
+        bench_throughput,
+        bench_requests_per_task,
+        bench_makespan,
+        bench_memory,
+        bench_webhooks,
+    ):
         started = time.perf_counter()
         print(f"\n##### {module.__name__}", flush=True)
         module.main([])

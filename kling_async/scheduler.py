@@ -201,6 +201,7 @@ class _Entry:
         "has_callback",
         "heap_seq",
         "in_flight",
+        "recheck",
         "task",
     )
 
@@ -214,7 +215,24 @@ class _Entry:
         # The sequence number of this entry's one live heap item; older items are stale.
         self.heap_seq = -1
         self.in_flight = False
+        # poll_soon() arrived while a check was in flight: its answer may predate the news.
+        self.recheck = False
         self.batchable = True
+
+
+class _Worker:
+    """A parked check worker: the loop hands it a job and sets its event."""
+
+    __slots__ = ("job", "wakeup")
+
+    def __init__(self) -> None:
+        self.job: list[_Entry] | None = None
+        self.wakeup = anyio.Event()
+
+    def take(self) -> list[_Entry] | None:
+        """Return the job handed over (if any) and forget it."""
+        job, self.job = self.job, None
+        return job
 
 
 class PollScheduler:
@@ -291,6 +309,7 @@ class PollScheduler:
         # When the sleeping loop will wake by itself; -inf while it is not sleeping.
         self._sleep_until = -math.inf
         self._group: anyio.abc.TaskGroup | None = None
+        self._idle: list[_Worker] = []
 
     # -- what callers feed in ------------------------------------------------------------------
 
@@ -371,11 +390,17 @@ class PollScheduler:
     def poll_soon(self, task_id: str) -> None:
         """Check a tracked task at the next opportunity (an unverified webhook hint, say).
 
+        If a check of it is already running, another follows as soon as that one answers: the
+        running check may have been sent before the news it is meant to confirm.
+
         Args:
             task_id: the task's id; unknown ids are ignored.
         """
         entry = self._entries.get(task_id)
-        if entry is None or entry.in_flight:
+        if entry is None:
+            return
+        if entry.in_flight:
+            entry.recheck = True
             return
         self._schedule(entry, self._clock.now())
 
@@ -416,9 +441,13 @@ class PollScheduler:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
+                # Long-lived workers, not a task per check: spawning costs more than the
+                # scheduling itself at thousands of checks a second.
+                for _ in range(self._policy.max_in_flight):
+                    group.start_soon(self._worker)
                 while not self._stopped and self._fatal is None:
                     self._wake_pending = False
-                    next_due = self._start_due(group)
+                    next_due = self._dispatch()
                     if self._closed and not self._entries:
                         break
                     if self._wake_pending:
@@ -438,6 +467,7 @@ class PollScheduler:
             self._sleep_scope = None
             self._sleep_until = -math.inf
             self._group = None
+            self._idle.clear()
             self._running = False
             self._signal_results()
 
@@ -446,10 +476,34 @@ class PollScheduler:
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
-    def _start_due(self, group: anyio.abc.TaskGroup) -> float | None:
-        """Start checks for due tasks; return when the next one is due (None: wait for a wake)."""
+    def _dispatch(self) -> float | None:
+        """Hand due checks to idle workers; return when the loop should look again.
+
+        ``None`` means "until woken": nothing is tracked, or every worker is busy (a busy worker
+        takes the next due check itself when it finishes).
+        """
         now = self._clock.now()
-        limit = self._policy.max_in_flight
+        while self._idle:
+            job = self._take_job(now)
+            if job is None:
+                break
+            worker = self._idle.pop()
+            worker.job = job
+            worker.wakeup.set()
+        if not self._idle:
+            return None
+        # Drop stale items so the sleep below targets a real check.
+        while self._heap and self._heap[0][1] != self._heap[0][2].heap_seq:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def _take_job(self, now: float) -> list[_Entry] | None:
+        """Pop the next check that is due at *now*: one task, or a batch for ``batch_fetch``.
+
+        Counts it as in flight; returns ``None`` when nothing is due or none may start.
+        """
+        if self._in_flight >= self._policy.max_in_flight:
+            return None
         batch: list[_Entry] = []
         while self._heap:
             due_at, seq, entry = self._heap[0]
@@ -459,34 +513,45 @@ class PollScheduler:
             if due_at > now:
                 break
             joins_batch = self._batch_fetch is not None and entry.batchable
-            # An open batch already counts as one check in flight; joining it costs nothing.
-            if not (joins_batch and batch) and self._in_flight + bool(batch) >= limit:
-                break
+            if batch and not joins_batch:
+                break  # it starts its own check next time
             heapq.heappop(self._heap)
             entry.heap_seq = -1
             entry.in_flight = True
-            if joins_batch:
-                batch.append(entry)
-                if len(batch) == self._batch_size:
-                    self._start(group, batch)
-                    batch = []
-            else:
-                self._start(group, [entry])
-        if batch:
-            self._start(group, batch)
-        if self._in_flight >= limit:
+            batch.append(entry)
+            if not joins_batch or len(batch) == self._batch_size:
+                break
+        if not batch:
             return None
-        # Drop stale items so the sleep below targets a real check.
-        while self._heap and self._heap[0][1] != self._heap[0][2].heap_seq:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
-
-    def _start(self, group: anyio.abc.TaskGroup, entries: list[_Entry]) -> None:
         self._in_flight += 1
-        if len(entries) == 1:
-            group.start_soon(self._check_one, entries[0])
-        else:
-            group.start_soon(self._check_batch, entries)
+        return batch
+
+    async def _worker(self) -> None:
+        """Run checks one after another; park when nothing is due."""
+        slot = _Worker()
+        while True:
+            job = self._take_job(self._clock.now())
+            if job is None:
+                slot.job = None
+                slot.wakeup = anyio.Event()
+                self._idle.append(slot)
+                if self._sleep_until == math.inf:
+                    # The loop may be waiting for a free worker, or for the last check to end.
+                    self._wake()
+                try:
+                    await slot.wakeup.wait()
+                except BaseException:
+                    handed = slot.take()
+                    if handed is not None:
+                        self._check_done(handed)  # handed over but never started
+                    raise
+                job = slot.take()
+                if job is None:
+                    continue
+            if len(job) == 1:
+                await self._check_one(job[0])
+            else:
+                await self._check_batch(job)
 
     async def _check_one(self, entry: _Entry) -> None:
         try:
@@ -532,9 +597,6 @@ class PollScheduler:
                 entry.in_flight = False
                 if self._entries.get(entry.task.id) is entry:
                     self._schedule(entry, now)
-        if self._sleep_until == math.inf:
-            # The loop may be waiting for a free place among the checks in flight.
-            self._wake()
 
     def _checked(self, entry: _Entry, task: Task) -> None:
         entry.in_flight = False
@@ -550,6 +612,10 @@ class PollScheduler:
         now = self._clock.now()
         if entry.deadline is not None and now >= entry.deadline:
             self._expire(entry)
+            return
+        if entry.recheck:
+            entry.recheck = False
+            self._schedule(entry, now)
             return
         self._schedule(entry, now + self._next_gap(entry, now))
 
@@ -595,12 +661,14 @@ class PollScheduler:
             when = min(when, entry.deadline)
         entry.heap_seq = next(self._seq)
         heapq.heappush(self._heap, (when, entry.heap_seq, entry))
-        if when < self._sleep_until:
+        # With every worker busy there is nothing to wake for: a worker takes it when free.
+        if when < self._sleep_until and self._idle:
             self._wake()
         return when
 
     def _deliver(self, entry: _Entry, task: Task) -> None:
         del self._entries[task.id]
+        self._wake_if_done()
         entry.heap_seq = -1
         entry.task = task
         self._results.append(task)
@@ -614,11 +682,16 @@ class PollScheduler:
 
     def _expire(self, entry: _Entry) -> None:
         del self._entries[entry.task.id]
+        self._wake_if_done()
         entry.heap_seq = -1
         self._expired.append(entry.task)
         _log.warning("task %s passed its deadline unfinished", entry.task.id)
         emit(self._events, TaskExpired(entry.task))
         self._signal_results()
+
+    def _wake_if_done(self) -> None:
+        if self._closed and not self._entries:
+            self._wake()  # the loop can end now, even if its next wake-up is far away
 
     def _signal_results(self) -> None:
         self._results_changed.set()

@@ -21,7 +21,11 @@ __all__ = ["AiohttpTransport", "RawResponse", "Transport"]
 
 @attrs.frozen
 class RawResponse:
-    """What came back: status, headers (lower-cased names) and the whole body."""
+    """What came back: status, headers and the whole body.
+
+    ``headers`` is looked up with lower-case names: a transport either lower-cases them or
+    passes a case-insensitive mapping (aiohttp's own).
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -71,6 +75,9 @@ class AiohttpTransport:
         self._owns_session = session is None
         self._limit = connection_limit
         self._connect_timeout = connect_timeout
+        # One ClientTimeout per distinct total: building one per request is measurable at
+        # thousands of status checks a second.
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -93,23 +100,26 @@ class AiohttpTransport:
     ) -> RawResponse:
         """Send one request; translate aiohttp's failures into the library's errors."""
         session = self._get_session()
-        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout)
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = aiohttp.ClientTimeout(
+                total=timeout, sock_connect=self._connect_timeout
+            )
+            self._timeouts[timeout] = client_timeout
         try:
             async with session.request(
                 method,
                 url,
-                headers=dict(headers),
+                # aiohttp copies a dict without changing it; anything else becomes one.
+                headers=headers if isinstance(headers, dict) else dict(headers),
                 json=json,
                 params=params,
                 timeout=client_timeout,
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
-                return RawResponse(
-                    status=response.status,
-                    headers={key.lower(): value for key, value in response.headers.items()},
-                    body=body,
-                )
+                # aiohttp's headers are already case-insensitive; copying them costs per request.
+                return RawResponse(status=response.status, headers=response.headers, body=body)
         except aiohttp.ConnectionTimeoutError as exc:
             raise APITimeoutError(f"{method} {url}: connect timed out", maybe_sent=False) from exc
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:

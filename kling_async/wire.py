@@ -110,7 +110,6 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
         APIError: (a subclass chosen by code and status) when the server reports an error.
         ResponseParseError: when the answer is not one of the known shapes.
     """
-    retry_after = parse_retry_after(dict(headers))
     try:
         payload = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
@@ -125,10 +124,10 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
                 status=status,
                 code=None,
                 message=f"HTTP {status} with a non-JSON body: {_excerpt(body)!r}",
-                retry_after=retry_after,
+                retry_after=parse_retry_after(dict(headers)),
             )
         raise ResponseParseError("expected a JSON object", where=where, excerpt=_excerpt(body))
-    error = _error_from(payload, status, retry_after)
+    error = _error_from(payload, status, headers)
     if error is not None:
         raise error
     if "data" not in payload:
@@ -138,9 +137,12 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
     return payload["data"]
 
 
-def _error_from(payload: dict[str, Any], status: int, retry_after: float | None) -> APIError | None:
+def _error_from(
+    payload: dict[str, Any], status: int, headers: Mapping[str, str]
+) -> APIError | None:
     gateway = payload.get("error")
     if isinstance(gateway, dict):
+        retry_after = parse_retry_after(dict(headers))
         message = str(gateway.get("message") or gateway.get("type") or "gateway error")
         found = _REQUEST_ID_IN_MESSAGE.search(message)
         raw_code = gateway.get("code")
@@ -154,7 +156,8 @@ def _error_from(payload: dict[str, Any], status: int, retry_after: float | None)
     raw_code = payload.get("code", 0 if status < 400 else None)
     code = _normalise_code(raw_code)
     if code == 0 and status < 400:
-        return None
+        return None  # the hot path: no Retry-After to read
+    retry_after = parse_retry_after(dict(headers))
     request_id = payload.get("request_id")
     return error_for_response(
         status=status if status >= 400 else 400,

@@ -71,6 +71,24 @@ async def test_get_task_by_id_and_kind(client: kling.KlingClient) -> None:
     assert again.kind is kling.IMAGE_TO_VIDEO
 
 
+async def test_get_task_reuses_an_unchanged_answer(server: FakeKlingServer) -> None:
+    """An answer identical to the one a Task was built from gives that Task back, unparsed;
+    any change in the answer gives a freshly parsed Task."""
+    server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+    async with kling.KlingClient(
+        api_key=API_KEY, provider=kling.local_emulator(server.url), retry=FAST_RETRY
+    ) as client:
+        created = await client.text_to_video("still queued")
+        first = await client.get_task(created)
+        assert first is not created  # the create answer differs from a status answer
+        assert await client.get_task(first) is first
+        server.set_status(first.id, "failed", "policy")
+        changed = await client.get_task(first)
+        assert changed is not first
+        assert changed.failed
+        assert changed.status_msg == "policy"
+
+
 async def test_validation_before_network(
     client: kling.KlingClient, server: FakeKlingServer
 ) -> None:

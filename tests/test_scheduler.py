@@ -471,6 +471,32 @@ async def test_callback_tasks_are_polled_rarely_and_poll_soon_checks_now() -> No
     assert server.fetch_times["hint"] == [51.0]
 
 
+async def test_poll_soon_during_a_check_rechecks_after_it() -> None:
+    """A hint that arrives while a check is in flight is not lost: another check follows at once.
+
+    The running check was sent before the task finished, so its answer is stale; without the
+    recheck the finish would wait for the next safety-net poll (``callback_interval``).
+    """
+    clock = FakeClock()
+    # Answers describe the task as it is when they arrive, 2 s after the check was sent.
+    server = FakeServer(clock, {"slow": 122.5}, latency=2.0)
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
+    scheduler.add(make_task("slow"), has_callback=True)
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(121)  # the first check, sent at 120, answers "processing" at 122
+        assert server.in_flight == 1
+        scheduler.poll_soon("slow")
+        task = await scheduler.__anext__()
+        assert task.succeeded
+        assert clock.now() == pytest.approx(124.0)
+        scheduler.close()
+        assert [t async for t in scheduler] == []
+
+    assert server.fetch_times["slow"] == [120.0, 122.0]
+
+
 async def test_on_finished_errors_do_not_break_the_loop() -> None:
     """A raising on_finished callback is logged; every task is still delivered."""
     clock = FakeClock()
