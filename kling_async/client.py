@@ -51,6 +51,7 @@ from .slots import SlotPool, TaskSlots
 from .transport import AiohttpTransport, Transport
 from .validation import RequestLimits
 from .watch import Watcher
+from .webhooks import WebhookReceiver
 
 __all__ = ["KlingClient"]
 
@@ -125,6 +126,13 @@ class KlingClient:
         timeout: seconds allowed for each HTTP request.
         transport: a custom :class:`Transport` (tests, proxies).
         clock: a custom :class:`Clock` (tests).
+        limiter: a custom :class:`~kling_async.limiter.RateLimiter` instead of *rate* (one
+            shared by several clients, say).
+        slots: a custom :class:`~kling_async.slots.TaskSlots` instead of *max_active_tasks*.
+        webhook: a :class:`~kling_async.webhooks.WebhookReceiver` with a ``public_url``. Every
+            submission without a ``callback_url`` then gets the receiver's, and watchers track
+            such tasks by callback with polling only as a safety net. The client runs the
+            receiver (its confirming GETs) inside its own ``async with`` block.
 
     Example::
 
@@ -153,6 +161,7 @@ class KlingClient:
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         slots: TaskSlots | None = None,
+        webhook: WebhookReceiver | None = None,
     ) -> None:
         resolved = _provider_named(provider) if isinstance(provider, str) else provider
         base_url = base_url or os.environ.get(_ENV_BASE_URL)
@@ -166,6 +175,11 @@ class KlingClient:
             raise ConfigurationError("max_active_tasks must be at least 1")
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive")
+        if webhook is not None and not webhook.public_url:
+            raise ConfigurationError(
+                "KlingClient(webhook=...) needs a receiver with public_url: the externally "
+                "reachable URL of its callback route, which the client sends as callback_url"
+            )
         self.provider = resolved
         """Where requests go, and which unconfirmed features are relied on."""
         self.limits = limits or resolved.limits
@@ -195,6 +209,13 @@ class KlingClient:
         self._downloader: Downloader | None = None
         self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
         self._refresh_lock = anyio.Lock()
+        self.webhook = webhook
+        """The callback receiver this client fills ``callback_url`` in for, if any."""
+        # Unfinished tasks created with the receiver's callback URL.
+        self._callback_ids: set[str] = set()
+        self._runs_webhook = False
+        if webhook is not None:
+            webhook.bind(self)
 
     def __repr__(self) -> str:
         return (
@@ -205,6 +226,9 @@ class KlingClient:
     async def __aenter__(self) -> KlingClient:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
+        if self.webhook is not None and not self.webhook.running:
+            await self.webhook.__aenter__()
+            self._runs_webhook = True
         return self
 
     async def __aexit__(
@@ -213,7 +237,12 @@ class KlingClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            if self._runs_webhook and self.webhook is not None:
+                self._runs_webhook = False
+                await self.webhook.__aexit__(None, None, None)
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool. Safe to call twice."""
@@ -336,7 +365,10 @@ class KlingClient:
 
     def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""
-        if task.is_finished and self._active.pop(task.id, None) is not None:
+        if not task.is_finished:
+            return
+        self._callback_ids.discard(task.id)
+        if self._active.pop(task.id, None) is not None:
             self.slots.release()
 
     async def list_tasks(
@@ -401,6 +433,9 @@ class KlingClient:
             APIError: for definite failures (content policy, bad parameters, auth, balance).
         """
         kind = kind_for_request(request)
+        callback = self.webhook.callback_url() if self.webhook is not None else None
+        if callback is not None and request.callback_url is None:
+            request = attrs.evolve(request, callback_url=callback)
         self.limits.check(request)
         ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
         body = wire.request_body(request, external_task_id=ext_id)
@@ -416,8 +451,18 @@ class KlingClient:
             self.slots.release()
         else:
             self._active[task.id] = task
+            if callback is not None and request.callback_url == callback:
+                self._callback_ids.add(task.id)
         self._emit(TaskSubmitted(task=task))
         return task
+
+    def expects_callback(self, task: Task | str) -> bool:
+        """Whether *task* was created by this client with its receiver's ``callback_url``.
+
+        Args:
+            task: a :class:`Task` or a task id.
+        """
+        return (task.id if isinstance(task, Task) else task) in self._callback_ids
 
     async def _acquire_slot(self) -> None:
         """Wait for a task slot, checking our own unfinished tasks while we wait.
@@ -628,6 +673,8 @@ class KlingClient:
             timeout=timeout,
             task_timeout=task_timeout,
             batch_size=_LIST_PAGE_SIZE,
+            callbacks=self.webhook,
+            expects_callback=self.expects_callback if self.webhook is not None else None,
         )
         self._watchers.add(watcher)
         initial = list(tasks)

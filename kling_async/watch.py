@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -18,7 +19,15 @@ from .events import EventSink
 from .models import Task
 from .scheduler import BatchFetch, Fetch, PollPolicy, PollScheduler
 
-__all__ = ["Watcher"]
+__all__ = ["CallbackRoute", "Watcher"]
+
+
+class CallbackRoute(Protocol):
+    """Where a watcher registers tasks whose results will also come by webhook."""
+
+    def expect(self, sink: Watcher, task: Task) -> None:
+        """Send *task*'s callbacks to *sink*."""
+        ...
 
 
 class Watcher:
@@ -42,6 +51,8 @@ class Watcher:
         timeout: float | None,
         task_timeout: float | None,
         batch_size: int = 100,
+        callbacks: CallbackRoute | None = None,
+        expects_callback: Callable[[Task], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._scheduler = PollScheduler(
@@ -54,6 +65,8 @@ class Watcher:
             on_finished=on_finished,
         )
         self._task_timeout = task_timeout
+        self._callbacks = callbacks
+        self._expects_callback = expects_callback
         # Counted from when watch() is called, so tasks given up front share the deadline.
         self._deadline = None if timeout is None else clock.now() + timeout
         self._group: anyio.abc.TaskGroup | None = None
@@ -93,6 +106,10 @@ class Watcher:
             task: the task to track.
             has_callback: its result will also arrive by webhook, so poll it only as a safety net.
         """
+        if not has_callback and self._expects_callback is not None and self._expects_callback(task):
+            has_callback = True
+            if self._callbacks is not None:
+                self._callbacks.expect(self, task)
         deadline = self._deadline
         if self._task_timeout is not None:
             own = self._clock.now() + self._task_timeout

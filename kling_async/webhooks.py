@@ -327,6 +327,27 @@ class WebhookReceiver:
         receiver._unsubscribe = lambda: client.events.remove(receiver.observe)
         return receiver
 
+    def bind(self, client: KlingClient) -> None:
+        """Confirm with *client* and forget tasks it sees finish, for as long as it lives.
+
+        ``KlingClient(webhook=receiver)`` calls this; there is no need to call it yourself.
+
+        Args:
+            client: the client whose ``get_task`` confirms unsigned callbacks.
+
+        Raises:
+            ConfigurationError: the receiver already confirms with another function.
+        """
+        if self._confirm is not None and self._confirm != client.get_task:
+            raise ConfigurationError("this WebhookReceiver already confirms with another client")
+        self._confirm = client.get_task
+        client.events.add(self.observe)
+
+    @property
+    def running(self) -> bool:
+        """``True`` inside the receiver's ``async with`` block (confirmations can run)."""
+        return self._group is not None
+
     def __repr__(self) -> str:
         signed = "signed" if self._signing else "unsigned"
         return f"WebhookReceiver({signed}, tracking={len(self._tracked)}, token=<redacted>)"

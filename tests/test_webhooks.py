@@ -147,6 +147,58 @@ async def test_callback_yields_within_100ms_of_arrival() -> None:
         assert receiver.tracking == 0
 
 
+async def test_client_with_webhook_fills_in_callbacks_and_tracks_by_them() -> None:
+    """``KlingClient(webhook=receiver)``: callback_url filled in, tasks tracked by callback.
+
+    Polling is slow enough (first check after 30 s) that only callbacks can finish the tasks
+    within the test; the only status requests are the one confirming GET per task.
+    """
+    timeline = Timeline(queue_seconds=0.05, processing_seconds=0.15)
+    receiver = TimedReceiver(token=TOKEN)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
+        listening(receiver) as url,
+    ):
+        receiver.public_url = url
+        client = kling.KlingClient(
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            retry=FAST_RETRY,
+            poll=SLOW_POLL,
+            webhook=receiver,
+        )
+        async with client:
+            assert receiver.running
+            tasks = await client.submit_many(
+                [kling.TextToVideo(prompt=f"Shot {n}") for n in range(3)]
+            )
+            own = await client.text_to_video("Elsewhere", callback_url=f"{server.url}/elsewhere")
+            for task in tasks:
+                assert server.tasks[task.id].callback_url == f"{url}?token={TOKEN}"
+                assert client.expects_callback(task)
+            assert not client.expects_callback(own)
+            async with client.watch(tasks, timeout=20) as results:
+                finished = [done async for done in results]
+            assert sorted(done.id for done in finished) == sorted(task.id for task in tasks)
+            assert all(done.succeeded for done in finished)
+            assert receiver.stats.confirmations == 3
+            assert polls(server) == 3
+            assert receiver.tracking == 0
+            assert not any(client.expects_callback(task) for task in tasks)
+
+            single = await client.text_to_video("One more")
+            done = await client.wait(single, timeout=20)
+            assert done.succeeded
+            assert polls(server) == 4
+        assert not receiver.running
+
+
+def test_client_webhook_needs_a_public_url() -> None:
+    """Without public_url the client could not fill in callback_url: a clear error at once."""
+    with pytest.raises(kling.ConfigurationError, match="public_url"):
+        kling.KlingClient(api_key=API_KEY, webhook=WebhookReceiver())
+
+
 async def test_dropped_callback_is_caught_by_the_safety_net() -> None:
     """With every callback lost, the callback_interval poll still finds the task."""
     poll = kling.PollPolicy(
