@@ -116,7 +116,7 @@ def _task_json(task: kling.Task) -> dict[str, Any]:
 def create_app(
     *,
     public_url: str | None = None,
-    client_factory: Callable[[], kling.KlingClient] | None = None,
+    client_factory: Callable[[WebhookReceiver], kling.KlingClient] | None = None,
     token: str | None = None,
     signing_secret: str | None = None,
 ) -> FastAPI:
@@ -124,8 +124,9 @@ def create_app(
 
     Args:
         public_url: the URL Kling can reach this app at; ``$KLING_PUBLIC_URL`` when omitted.
-        client_factory: makes the client in the lifespan; ``KlingClient()`` (configured from
-            the environment) when omitted.
+        client_factory: makes the client in the lifespan, given the receiver to pass as
+            ``webhook=``; ``KlingClient(webhook=receiver)`` (configured from the environment)
+            when omitted.
         token: the callback token; ``$KLING_CALLBACK_TOKEN``, else a random one.
         signing_secret: the Kling webhook secret; ``$KLING_WEBHOOK_SECRET`` when omitted.
 
@@ -133,18 +134,16 @@ def create_app(
         the FastAPI application.
     """
     base = (public_url or os.environ.get("KLING_PUBLIC_URL", "")).rstrip("/")
-    make_client = client_factory or kling.KlingClient
     state = _State()
     finished = Finished()
 
-    async def confirm(task: kling.Task) -> kling.Task:
-        # The client only exists inside the lifespan; the receiver is built before it.
-        if state.client is None:
-            raise kling.ConfigurationError("the app is not running")
-        return await state.client.get_task(task)
+    def default_client(receiver: WebhookReceiver) -> kling.KlingClient:
+        return kling.KlingClient(webhook=receiver)
 
+    make_client = client_factory or default_client
+    # The route needs the receiver before the client exists (the client is made in the
+    # lifespan); the client, given it as webhook=, confirms callbacks with its own get_task.
     receiver = WebhookReceiver(
-        confirm=confirm,
         token=token or os.environ.get("KLING_CALLBACK_TOKEN") or None,
         signing_secret=signing_secret or os.environ.get("KLING_WEBHOOK_SECRET") or None,
         public_url=f"{base}{CALLBACK_PATH}" if base else None,
@@ -159,11 +158,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with make_client() as client:
-            client.events.add(receiver.observe)
+        # The client fills in callback_url on every submission and runs the receiver.
+        async with make_client(receiver) as client:
             # An hour per task: a task that never finishes must not be watched forever.
             async with (
-                receiver,
                 client.watch(task_timeout=3600) as results,
                 anyio.create_task_group() as group,
             ):
@@ -190,7 +188,6 @@ def create_app(
                 duration=body.duration,
                 aspect_ratio=body.aspect_ratio,
                 mode=body.mode,
-                callback_url=receiver.callback_url(),
             )
             task = await state.client.submit(request)
         except kling.ConfigurationError as exc:
@@ -199,7 +196,9 @@ def create_app(
             raise HTTPException(422, str(exc)) from None
         except kling.KlingError as exc:
             raise HTTPException(502, str(exc)) from None
-        receiver.track(state.results, task)
+        # Polled only every callback_interval as a safety net: the client knows the callback
+        # will come, because it filled in the callback URL itself.
+        state.results.add(task)
         return Submitted(
             task_id=task.id, status=task.status.value, external_task_id=task.external_task_id
         )

@@ -18,6 +18,7 @@ import uvicorn
 
 import kling_async as kling
 from kling_async.testing import FakeKlingServer, Timeline
+from kling_async.webhooks import WebhookReceiver
 
 from .conftest import API_KEY, FAST_RETRY
 
@@ -49,8 +50,9 @@ async def serving(kling_server: FakeKlingServer) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
 
-    def client_factory() -> kling.KlingClient:
+    def client_factory(receiver: WebhookReceiver) -> kling.KlingClient:
         return kling.KlingClient(
+            webhook=receiver,
             api_key=API_KEY,
             provider=kling.local_emulator(kling_server.url),
             retry=FAST_RETRY,
