@@ -158,21 +158,21 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The client fills in callback_url on every submission and runs the receiver.
-        async with make_client(receiver) as client:
-            # An hour per task: a task that never finishes must not be watched forever.
-            async with (
-                client.watch(task_timeout=3600) as results,
-                anyio.create_task_group() as group,
-            ):
-                state.client, state.results = client, results
-                group.start_soon(pump, results)
-                try:
-                    yield
-                finally:
-                    state.client = state.results = None
-                    finished.close()
-                    group.cancel_scope.cancel()
+        # The client fills in callback_url on every submission and runs the receiver. An
+        # hour per task: a task that never finishes must not be watched forever.
+        async with (
+            make_client(receiver) as client,
+            client.watch(task_timeout=3600) as results,
+            anyio.create_task_group() as group,
+        ):
+            state.client, state.results = client, results
+            group.start_soon(pump, results)
+            try:
+                yield
+            finally:
+                state.client = state.results = None
+                finished.close()
+                group.cancel_scope.cancel()
 
     app = FastAPI(title="kling_async webhook example", lifespan=lifespan)
     app.router.routes.append(starlette_route(receiver, CALLBACK_PATH))
