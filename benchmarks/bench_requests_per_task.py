@@ -51,6 +51,7 @@ def scaled_policy(policy: kling.PollPolicy, scale: float) -> kling.PollPolicy:
         min_interval=policy.min_interval * scale,
         max_interval=policy.max_interval * scale,
         callback_interval=policy.callback_interval * scale,
+        list_interval=policy.list_interval * scale,
     )
 
 

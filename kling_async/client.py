@@ -685,12 +685,14 @@ class KlingClient:
         return watcher
 
     async def _batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:
-        """Check many tasks with list requests (only where the provider lists tasks)."""
-        wanted = {task.id for task in tasks}
+        """Check many tasks with list requests (only where the provider lists tasks).
+
+        Returns every task on the listed pages, not only those asked for: the scheduler counts
+        the others it tracks as checked too.
+        """
         found: list[Task] = []
         for kind in {task.kind for task in tasks}:
-            listed = await self.list_tasks(kind, page=1, page_size=_LIST_PAGE_SIZE)
-            found.extend(task for task in listed if task.id in wanted)
+            found.extend(await self.list_tasks(kind, page=1, page_size=_LIST_PAGE_SIZE))
         for task in found:
             self.observe(task)
         return found

@@ -75,7 +75,8 @@ BatchFetch = Callable[[Sequence[Task]], Awaitable[Sequence[Task]]]
 """Fetch the current state of many tasks in one call (a list endpoint).
 
 It may return fewer tasks than asked for (matched by id); a missing task falls back to
-:data:`Fetch` for the rest of its life.
+:data:`Fetch` for the rest of its life. It may also return other tasks (a list page holds what
+it holds): those that are tracked count as checked, so their next checks move later.
 """
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (NotFoundError, AuthenticationError)
@@ -112,6 +113,10 @@ class PollPolicy:
             fields of the matching policy replace these (*max_in_flight* stays global).
         callback_interval: the gap for tasks whose result also arrives by webhook; polling is
             then only a safety net.
+        list_interval: the gap after the first check for tasks checked through a list endpoint
+            (a ``batch_fetch``), capped at *max_interval*. One list request covers every such
+            task, so these do not back off: the cost is one request per gap, however many tasks
+            are tracked.
 
     Raises:
         ConfigurationError: a value is out of range.
@@ -125,6 +130,7 @@ class PollPolicy:
     max_in_flight: int = attrs.field(default=16, validator=_at_least_one)
     per_kind: Mapping[str, PollPolicy] = attrs.field(factory=dict, hash=False)
     callback_interval: float = attrs.field(default=120.0, validator=_positive)
+    list_interval: float = attrs.field(default=5.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -548,7 +554,7 @@ class PollScheduler:
                 job = slot.take()
                 if job is None:
                     continue
-            if len(job) == 1:
+            if len(job) == 1 and not (self._batch_fetch is not None and job[0].batchable):
                 await self._check_one(job[0])
             else:
                 await self._check_batch(job)
@@ -576,7 +582,7 @@ class PollScheduler:
                 by_id = {task.id: task for task in answer}
                 now = self._clock.now()
                 for entry in entries:
-                    task = by_id.get(entry.task.id)
+                    task = by_id.pop(entry.task.id, None)
                     if task is not None:
                         self._checked(entry, task)
                     elif self._entries.get(entry.task.id) is entry:
@@ -585,6 +591,12 @@ class PollScheduler:
                         entry.batchable = False
                         entry.in_flight = False
                         self._schedule(entry, now)
+                # A list answer also describes tracked tasks that were not due yet: that news
+                # is free, and each one it covers need not be checked again for a while.
+                for task in by_id.values():
+                    other = self._entries.get(task.id)
+                    if other is not None and not other.in_flight and other.batchable:
+                        self._checked(other, task)
         finally:
             self._check_done(entries)
 
@@ -651,6 +663,10 @@ class PollScheduler:
     def _next_gap(self, entry: _Entry, now: float) -> float:
         if entry.has_callback:
             return self._policy.for_kind(entry.task.kind).callback_interval
+        if entry.checks and entry.batchable and self._batch_fetch is not None:
+            # No jitter: tasks that fall due together share one list request.
+            policy = self._policy.for_kind(entry.task.kind)
+            return min(policy.list_interval, policy.max_interval)
         age = now - entry.added_at
         return self._policy.interval(age, entry.checks, entry.task.kind, rng=self._rng)
 

@@ -448,6 +448,39 @@ async def test_batch_fetch_is_used_and_missing_tasks_fall_back() -> None:
     assert all(times[0] == 5.0 for task_id, times in server.fetch_times.items())
 
 
+async def test_a_list_answer_counts_for_every_tracked_task_it_shows() -> None:
+    """List checks cover tasks that were not due yet, and then run every ``list_interval``.
+
+    "b" is added 3 s after "a". Without the list answer counting for it, "b" would need its own
+    checks at 8, 13, ...; with it, one list request per round serves both.
+    """
+    clock = FakeClock()
+    server = FakeServer(clock, {"a": 12.0, "b": 12.0})
+    calls: list[float] = []
+
+    async def list_everything(tasks: Sequence[Task]) -> Sequence[Task]:
+        calls.append(clock.now())
+        return [server.state(task_id) for task_id in ("a", "b")]
+
+    scheduler = PollScheduler(
+        server.fetch,
+        batch_fetch=list_everything,
+        clock=clock,
+        policy=PollPolicy(first_delay=5, list_interval=5, max_interval=30, jitter=0),
+    )
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        scheduler.add(make_task("a"))
+        await clock.sleep(3)
+        scheduler.add(make_task("b"))
+        scheduler.close()
+        finished = sorted([task.id async for task in scheduler])
+
+    assert finished == ["a", "b"]
+    assert calls == [5.0, 10.0, 15.0]
+    assert not server.fetches  # no single-task checks at all
+
+
 async def test_callback_tasks_are_polled_rarely_and_poll_soon_checks_now() -> None:
     """Webhook-backed tasks use callback_interval; poll_soon() triggers an immediate check."""
     clock = FakeClock()
