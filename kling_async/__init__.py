@@ -40,6 +40,7 @@ from .errors import TaskError as TaskError
 from .errors import TaskFailedError as TaskFailedError
 from .errors import ValidationError as ValidationError
 from .errors import WaitTimeoutError as WaitTimeoutError
+from .errors import WebhookVerificationError as WebhookVerificationError
 from .kinds import IMAGE_TO_VIDEO as IMAGE_TO_VIDEO
 from .kinds import KINDS as KINDS
 from .kinds import TEXT_TO_VIDEO as TEXT_TO_VIDEO
@@ -61,12 +62,11 @@ from .providers import Provider as Provider
 from .providers import local_emulator as local_emulator
 from .retry import RetryPolicy as RetryPolicy
 from .scheduler import PollPolicy as PollPolicy
+from .signatures import verify_signature as verify_signature
 from .validation import RequestLimits as RequestLimits
 from .watch import Watcher as Watcher
 from .webhooks import WebhookReceiver as WebhookReceiver
-from .webhooks import WebhookVerificationError as WebhookVerificationError
 from .webhooks import aiohttp_handler as aiohttp_handler
-from .webhooks import verify_signature as verify_signature
 
 try:
     __version__ = version("kling-async")

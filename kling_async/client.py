@@ -668,7 +668,7 @@ class KlingClient:
             batch_fetch=self._batch_fetch if self.provider.supports_list else None,
             policy=self.poll_policy,
             clock=self.clock,
-            events=self._emit,
+            events=self.events,
             on_finished=self.observe,
             timeout=timeout,
             task_timeout=task_timeout,

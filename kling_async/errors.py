@@ -26,7 +26,8 @@ The hierarchy::
     ├── TaskError
     │   ├── TaskFailedError         the task finished with status ``failed`` (.task)
     │   └── WaitTimeoutError        the deadline passed before the task(s) finished (.pending)
-    └── DownloadError               a result could not be downloaded and verified
+    ├── DownloadError               a result could not be downloaded and verified
+    └── WebhookVerificationError    a signed callback's signature is bad, missing or stale
 
 Foreign exceptions (aiohttp, cattrs, json) are translated into this tree in exactly one place each:
 the transport for aiohttp, :mod:`kling_async.wire` for parsing. No exception text ever contains the
@@ -65,6 +66,7 @@ __all__ = [
     "TaskFailedError",
     "ValidationError",
     "WaitTimeoutError",
+    "WebhookVerificationError",
     "error_for_response",
 ]
 
@@ -266,6 +268,10 @@ class WaitTimeoutError(TaskError, TimeoutError):
 
 class DownloadError(KlingError):
     """A result file could not be downloaded and verified."""
+
+
+class WebhookVerificationError(KlingError):
+    """A signed callback failed Standard-Webhooks verification (bad, missing or stale)."""
 
 
 _CODE_CLASSES: tuple[tuple[range, type[APIError]], ...] = (

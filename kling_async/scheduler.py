@@ -602,13 +602,12 @@ class PollScheduler:
 
     def _check_done(self, entries: list[_Entry]) -> None:
         self._in_flight -= 1
-        now = self._clock.now()
         for entry in entries:
             if entry.in_flight:
                 # Interrupted (cancelled) before an answer: check again as soon as possible.
                 entry.in_flight = False
                 if self._entries.get(entry.task.id) is entry:
-                    self._schedule(entry, now)
+                    self._schedule(entry, self._clock.now())
 
     def _checked(self, entry: _Entry, task: Task) -> None:
         entry.in_flight = False

@@ -31,9 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 import json
 import logging
@@ -50,10 +47,11 @@ import anyio.abc
 import attrs
 
 from . import wire
-from .errors import ConfigurationError, KlingError, ResponseParseError
+from .errors import ConfigurationError, ResponseParseError, WebhookVerificationError
 from .events import Event, TaskExpired, TaskFinished
 from .kinds import TEXT_TO_VIDEO
 from .models import Task, TaskKind
+from .signatures import SIGNATURE_TOLERANCE, sign_payload, signing_key, verify_signature
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -79,20 +77,11 @@ logger = logging.getLogger("kling_async.webhooks")
 DEFAULT_MAX_BODY = 64 * 1024
 """Largest callback body accepted, in bytes; a task object is a few kilobytes at most."""
 
-SIGNATURE_TOLERANCE = 300.0
-"""Seconds a signed callback's ``webhook-timestamp`` may differ from now (Standard Webhooks)."""
-
 TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
 """The query parameter of the callback URL that carries the receiver's token."""
 
-_SECRET_PREFIX = "whsec_"  # noqa: S105 - a documented prefix, not a secret
-
 Confirm = Callable[[Task], Awaitable[Task]]
 """Fetch a task's real state, e.g. :meth:`KlingClient.get_task`."""
-
-
-class WebhookVerificationError(KlingError):
-    """A signed callback failed Standard-Webhooks verification (bad, missing or stale)."""
 
 
 class TaskSink(Protocol):
@@ -109,94 +98,6 @@ class TaskSink(Protocol):
     def poll_soon(self, task_id: str) -> None:
         """Check a tracked task at the next opportunity."""
         ...
-
-
-def _secret_key(secret: str) -> bytes:
-    raw = secret.removeprefix(_SECRET_PREFIX)
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigurationError(
-            "a webhook signing secret must be base64 text (optionally prefixed 'whsec_')"
-        ) from None
-
-
-def _signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
-
-
-def sign_payload(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """Return the ``webhook-signature`` header value Standard Webhooks would send.
-
-    Useful to test a receiver, or to forward callbacks internally with a signature.
-
-    Args:
-        secret: the signing secret, ``whsec_<base64>`` or bare base64.
-        msg_id: the ``webhook-id`` header.
-        timestamp: the ``webhook-timestamp`` header (unix seconds).
-        body: the exact body bytes.
-
-    Returns:
-        ``"v1,<base64>"``.
-
-    Raises:
-        ConfigurationError: the secret is not base64.
-    """
-    return "v1," + _signature(_secret_key(secret), msg_id, str(timestamp), body).decode()
-
-
-def verify_signature(
-    secret: str | Sequence[str],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float | None = None,
-    tolerance: float = SIGNATURE_TOLERANCE,
-) -> str:
-    """Check a Standard-Webhooks signature (kling-api.md §5.4).
-
-    Args:
-        secret: the signing secret, or several during a rotation (any one may match).
-        headers: the request headers; names are matched case-insensitively.
-        body: the raw body, exactly as received.
-        now: the current unix time; :func:`time.time` when omitted.
-        tolerance: how many seconds ``webhook-timestamp`` may be off.
-
-    Returns:
-        the ``webhook-id``, for replay detection.
-
-    Raises:
-        WebhookVerificationError: a header is missing, the timestamp is stale, or no
-            signature matches.
-        ConfigurationError: a secret is not base64.
-    """
-    keys = [_secret_key(item) for item in ([secret] if isinstance(secret, str) else secret)]
-    lower = {name.lower(): value for name, value in headers.items()}
-    msg_id = lower.get("webhook-id", "")
-    stamp = lower.get("webhook-timestamp", "")
-    offered = lower.get("webhook-signature", "")
-    if not (msg_id and stamp and offered):
-        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
-    try:
-        sent_at = int(stamp)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not an integer") from None
-    current = time.time() if now is None else now
-    if abs(current - sent_at) > tolerance:
-        raise WebhookVerificationError("webhook-timestamp is outside the tolerance")
-    candidates = [
-        value.encode()
-        for version, _, value in (entry.partition(",") for entry in offered.split())
-        if version == "v1" and value
-    ]
-    for key in keys:
-        expected = _signature(key, msg_id, stamp, body)
-        # Compare against every candidate (no early exit) so timing says nothing about which.
-        matched = [hmac.compare_digest(expected, candidate) for candidate in candidates]
-        if any(matched):
-            return msg_id
-    raise WebhookVerificationError("no webhook-signature entry matches")
 
 
 @attrs.define
@@ -290,7 +191,7 @@ class WebhookReceiver:
         secrets_list = [signing_secret] if isinstance(signing_secret, str) else signing_secret
         self._signing: tuple[str, ...] = tuple(secrets_list or ())
         for item in self._signing:
-            _secret_key(item)  # fail now, not on the first callback
+            signing_key(item)  # fail now, not on the first callback
         self.max_body = max_body
         """The largest body accepted, in bytes."""
         self.tolerance = tolerance
