@@ -440,10 +440,12 @@ class KlingClient:
         ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
         body = wire.request_body(request, external_task_id=ext_id)
         await self._acquire_slot()
+        slot = _HeldSlot()
         try:
-            task = await self._create(kind, body, ext_id)
+            task = await self._create(kind, body, ext_id, slot)
         except BaseException:
-            self.slots.release()
+            if slot.held:
+                self.slots.release()
             raise
         if task.external_task_id is None:
             task = _with_external_id(task, ext_id)
@@ -507,9 +509,12 @@ class KlingClient:
         """
         return await self.submit(TextToVideo(prompt=prompt, **fields))
 
-    async def _create(self, kind: TaskKind, body: dict[str, Any], ext_id: str) -> Task:
+    async def _create(
+        self, kind: TaskKind, body: dict[str, Any], ext_id: str, slot: _HeldSlot
+    ) -> Task:
         retries = 0
         maybe_created = False
+        first_1303: float | None = None
         while True:
             try:
                 data = await self._call("POST", kind.path, json=body, retry=False)
@@ -517,10 +522,26 @@ class KlingClient:
             except ConcurrencyLimitError as exc:
                 # Definitely not created; someone else holds slots on this account.
                 error: KlingError = exc
+                now = self.clock.now()
+                first_1303 = now if first_1303 is None else first_1303
+                limit = self.retry.max_concurrency_wait
+                if limit is not None and now - first_1303 >= limit:
+                    raise
                 self.slots.release()
+                slot.held = False
                 self.slots.on_concurrency_limited()
                 await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
-                await self._acquire_slot()
+                if limit is None:
+                    await self._acquire_slot()
+                else:
+                    # The slot limit just shrank to what is running: waiting for a slot is part
+                    # of the wait that the cap bounds.
+                    with anyio.move_on_after(max(0.0, first_1303 + limit - self.clock.now())):
+                        await self._acquire_slot()
+                        slot.held = True
+                    if not slot.held:
+                        raise
+                slot.held = True
                 retries += 1
                 continue
             except BadRequestError as exc:
@@ -722,6 +743,15 @@ class KlingClient:
             # Its own session, created on first use: CDN links never see the API key.
             self._downloader = Downloader(refresh=self.get_task, retry=self.retry, clock=self.clock)
         return await self._downloader.download(task, dest, watermark=watermark, index=index)
+
+
+class _HeldSlot:
+    """Whether a submission holds its task slot right now (a 1303 gives it back for a while)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = True
 
 
 def _ambiguous(error: KlingError) -> bool:

@@ -32,6 +32,11 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be >= 0, got {value}")
 
 
+def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
 @attrs.frozen
 class RetryPolicy:
     """Exponential back-off with jitter, honouring ``Retry-After``.
@@ -48,6 +53,11 @@ class RetryPolicy:
         cap: the longest computed delay.
         jitter: the fraction of randomness in each delay.
         max_retry_after: the longest ``Retry-After`` the client will honour.
+        max_concurrency_wait: seconds a submission keeps re-queueing after the server's
+            1303 (too many tasks in flight for the account) before the last
+            :class:`~kling_async.ConcurrencyLimitError` is raised; ``None`` (the default) waits
+            until the caller cancels. A 1303 definitely created nothing, so waiting is safe;
+            the cap is for callers who would rather give up.
 
     Example:
         >>> RetryPolicy(jitter=0).delay(2, retry_after=None)
@@ -59,6 +69,7 @@ class RetryPolicy:
     cap: float = attrs.field(default=30.0, validator=_positive)
     jitter: float = attrs.field(default=0.25, validator=_positive)
     max_retry_after: float = attrs.field(default=120.0, validator=_positive)
+    max_concurrency_wait: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def delay(
         self, retries_done: int, retry_after: float | None, rng: random.Random | None = None

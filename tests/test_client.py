@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 import kling_async as kling
@@ -282,6 +283,54 @@ async def test_concurrency_limit_requeues(server: FakeKlingServer) -> None:
     assert len({t.id for t in tasks}) == 3
     assert server.stats.codes[1303] >= 1
     assert all(count == 1 for count in server.create_counts.values())
+
+
+async def test_concurrency_wait_can_be_capped(server: FakeKlingServer) -> None:
+    """With ``max_concurrency_wait``, a submission that keeps getting 1303 gives up, cleanly."""
+    server.max_active_tasks = 1
+    server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+    retry = kling.RetryPolicy(base=0.01, cap=0.02, jitter=0.0, max_concurrency_wait=0.1)
+    async with kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=retry,
+        poll=FAST_POLL,
+        max_active_tasks=5,
+    ) as client:
+        first = await client.text_to_video("holds the only server slot")
+        with pytest.raises(kling.ConcurrencyLimitError):
+            await client.text_to_video("never fits")
+        # One 1303, then a wait for a slot (the usable limit shrank to the one task running)
+        # that the cap cut short.
+        assert server.stats.codes[1303] == 1
+        assert client.slots.in_use == 1  # only the first task holds a client-side slot
+    assert list(server.tasks) == [first.id]
+
+
+async def test_cancelled_while_requeued_after_1303_keeps_slots_right(
+    server: FakeKlingServer,
+) -> None:
+    """Cancelling a submission that is waiting again after a 1303 gives back nothing twice."""
+    server.max_active_tasks = 1
+    server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+    async with kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_active_tasks=5,
+    ) as client:
+        await client.text_to_video("holds the only server slot")
+        with anyio.move_on_after(0.3):
+            await client.text_to_video("waits for a slot until cancelled")
+        assert server.stats.codes[1303] >= 1
+        assert client.slots.in_use == 1  # the first task's slot, not released by the second
+
+
+def test_concurrency_wait_must_not_be_negative() -> None:
+    """A negative cap is a configuration error, named."""
+    with pytest.raises(kling.ConfigurationError, match="max_concurrency_wait"):
+        kling.RetryPolicy(max_concurrency_wait=-1)
 
 
 async def test_adopted_task_holds_a_slot_until_seen_finished(server: FakeKlingServer) -> None:
