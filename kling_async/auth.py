@@ -22,7 +22,7 @@ __all__ = ["AccessKeyAuth", "ApiKeyAuth", "Auth", "Secret"]
 class Secret:
     """A string that does not show itself.
 
-    Example:
+    Examples:
         >>> Secret("sk-123")
         Secret('***')
     """

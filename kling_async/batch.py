@@ -86,7 +86,7 @@ def file_name_for_key(key: str) -> str:
     A key that is not already a plain name gets a short hash of itself appended, so that two
     different keys never share a file (``a/b`` and ``a_b`` differ).
 
-    Example:
+    Examples:
         >>> file_name_for_key("line-0001")
         'line-0001.mp4'
     """

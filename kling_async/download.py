@@ -11,7 +11,7 @@ never sees a half-written video under the final name. A ``.part`` left by an int
 (or an earlier process) is resumed with ``Range: bytes=N-``. Expired URLs (HTTP 403, 404, 410) are
 refreshed once through the ``refresh`` callable, typically :meth:`KlingClient.get_task`.
 
-Example:
+Examples:
     >>> async def main(task: Task) -> None:  # doctest: +SKIP
     ...     async with Downloader(refresh=client.get_task) as downloader:
     ...         path = await downloader.download(task, "out/")

@@ -318,7 +318,7 @@ def error_for_response(
     final (1100-1102, 1304) cases; the HTTP status decides when there is no numeric code
     (CometAPI's ``{"error": {...}}`` envelope).
 
-    Example:
+    Examples:
         >>> type(error_for_response(status=429, code=1303, message="parallel task over limit"))
         <class 'kling_async.errors.ConcurrencyLimitError'>
     """

@@ -7,7 +7,7 @@ a metrics counter, a log line); they run inline, so they must not block.
 A sink that raises never breaks the work that emitted the event: :class:`EventHub` and
 :func:`emit` log the exception and carry on. A broken progress bar must not cost a batch.
 
-Example:
+Examples:
     >>> seen = []
     >>> hub = EventHub()
     >>> hub.add(seen.append)

@@ -10,7 +10,7 @@ polled again.
 :class:`InMemoryJournal` keeps it in memory (tests, short scripts). A Redis or Postgres journal only
 needs the seven methods of :class:`Journal`.
 
-Example:
+Examples:
     >>> async def main() -> None:  # doctest: +SKIP
     ...     async with await SqliteJournal.open("batch.journal") as journal:
     ...         entry = await journal.record_intent(

@@ -8,7 +8,7 @@ successes raise the rate again, slowly, up to the configured one.
 Everything talks to the limiter through the small :class:`RateLimiter` protocol, so a limiter
 shared between processes (Redis, say) can replace it without touching the client.
 
-Example:
+Examples:
     >>> import anyio
     >>> from kling_async.testing.clock import FakeClock
     >>> async def main() -> float:

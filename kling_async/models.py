@@ -59,7 +59,7 @@ class TaskStatus(str, enum.Enum):
     def parse(cls, text: str) -> TaskStatus:
         """Map any provider's spelling of a status onto a member (never raises).
 
-        Example:
+        Examples:
             >>> TaskStatus.parse("SUCCESS"), TaskStatus.parse("in_progress")
             (<TaskStatus.SUCCEED: 'succeed'>, <TaskStatus.PROCESSING: 'processing'>)
         """
@@ -203,7 +203,7 @@ class CameraControl:
     ``type="simple"`` needs a :class:`CameraConfig` with exactly one non-zero value; the four
     presets take no config.
 
-    Example:
+    Examples:
         >>> CameraControl(type="simple", config=CameraConfig(zoom=5)).config.zoom
         5
         >>> CameraControl(type="forward_up").config is None
@@ -314,7 +314,7 @@ class TextToVideo(_Common):
     ``"standard"``, which the live API rejects). ``watermark`` becomes
     ``watermark_info: {"enabled": ...}`` on the wire.
 
-    Example:
+    Examples:
         >>> TextToVideo(prompt="A beach at sunset", duration=10, mode="pro").duration
         '10'
     """
@@ -355,7 +355,7 @@ class ImageToVideo(_Common):
     ``image`` is a URL or raw base64 (no ``data:`` prefix). ``image`` + ``image_tail``, the motion
     masks and ``camera_control`` are mutually exclusive, as the API documents.
 
-    Example:
+    Examples:
         >>> ImageToVideo(image="https://example.test/cat.png", prompt="The cat waves").prompt
         'The cat waves'
     """

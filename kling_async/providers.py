@@ -45,7 +45,7 @@ class Provider:
         supports_list: whether ``GET <kind path>?pageNum=&pageSize=`` lists your tasks, so the
             scheduler may check many tasks with one request.
 
-    Example:
+    Examples:
         >>> KLING.with_base_url("http://127.0.0.1:8765").url("videos/text2video")
         'http://127.0.0.1:8765/v1/videos/text2video'
     """

@@ -59,7 +59,7 @@ class RetryPolicy:
             until the caller cancels. A 1303 definitely created nothing, so waiting is safe;
             the cap is for callers who would rather give up.
 
-    Example:
+    Examples:
         >>> RetryPolicy(jitter=0).delay(2, retry_after=None)
         4.0
     """
@@ -115,7 +115,7 @@ def parse_retry_after(
 ) -> float | None:
     """Read ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) as seconds.
 
-    Example:
+    Examples:
         >>> parse_retry_after({"retry-after": "2.5"})
         2.5
     """

@@ -176,7 +176,7 @@ class PollPolicy:
         Returns:
             the delay in seconds (> 0).
 
-        Example:
+        Examples:
             >>> policy = PollPolicy(jitter=0)
             >>> [round(policy.interval(0, n), 2) for n in range(6)]
             [5.0, 5.0, 7.5, 11.25, 16.88, 25.31]

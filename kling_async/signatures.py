@@ -6,7 +6,7 @@ Kling's own API can sign callbacks with the console's webhook secret: three head
 verifies them; :class:`~kling_async.webhooks.WebhookReceiver` uses it when given a
 ``signing_secret``.
 
-Example:
+Examples:
     >>> secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     >>> body = b'{"task_id": "1", "task_status": "succeed"}'
     >>> headers = {

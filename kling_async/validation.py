@@ -25,7 +25,7 @@ class RequestLimits:
     Use :meth:`cometapi` (the default) or :meth:`kling`, or build your own; ``None`` turns a check
     off.
 
-    Example:
+    Examples:
         >>> RequestLimits.kling().prompt_max
         2500
     """

@@ -293,7 +293,7 @@ def _drop_none(value: Any) -> Any:
 def request_body(request: TaskRequest, *, external_task_id: str | None = None) -> dict[str, Any]:
     """The JSON body for a create: ``None`` fields left out, ``watermark`` as ``watermark_info``.
 
-    Example:
+    Examples:
         >>> from kling_async import TextToVideo
         >>> request_body(TextToVideo(prompt="hi", mode="pro"), external_task_id="e1")
         {'mode': 'pro', 'duration': '5', 'prompt': 'hi', 'external_task_id': 'e1'}

@@ -6,7 +6,7 @@ automatically with :meth:`FakeClock.autojump`, which jumps to the next sleeper's
 whenever every task is blocked. A scenario spanning hours of virtual time then runs in
 milliseconds, and the same way every time.
 
-Example:
+Examples:
     >>> import anyio
     >>> async def main() -> float:
     ...     clock = FakeClock()
