@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -48,6 +48,7 @@ from .journal import JournalEntry
 __all__ = [
     "BatchDisplay",
     "BatchTally",
+    "Display",
     "PlainBatchProgress",
     "PlainTaskProgress",
     "RichBatchProgress",
@@ -161,20 +162,14 @@ class BatchTally:
         return " · ".join(parts)
 
 
-class BatchDisplay(Protocol):
-    """What :mod:`kling_async.cli` needs from a batch progress display."""
-
-    tally: BatchTally
-
-    def entry(self, entry: JournalEntry) -> None:
-        """Show that *entry* was loaded or changed (pass as ``Batch(on_entry=...)``)."""
-        ...
+class Display(Protocol):
+    """What every display offers: it shows client events, inside a ``with`` block."""
 
     def event(self, event: Event) -> None:
         """Show a client event (pass to ``client.events.add``)."""
         ...
 
-    def __enter__(self) -> BatchDisplay:
+    def __enter__(self: _D) -> _D:
         """Start displaying."""
         ...
 
@@ -186,6 +181,46 @@ class BatchDisplay(Protocol):
     ) -> None:
         """Stop displaying."""
         ...
+
+
+_D = TypeVar("_D", bound=Display)
+
+
+class BatchDisplay(Display, Protocol):
+    """What :mod:`kling_async.cli` needs from a batch progress display."""
+
+    tally: BatchTally
+
+    def entry(self, entry: JournalEntry) -> None:
+        """Show that *entry* was loaded or changed (pass as ``Batch(on_entry=...)``)."""
+        ...
+
+
+class _Live:
+    """Runs a rich :class:`~rich.progress.Progress` for the length of a ``with`` block."""
+
+    _progress: Progress
+
+    def __enter__(self: _L) -> _L:
+        """Start the live display."""
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Draw the final state and stop the live display."""
+        self._finish()
+        self._progress.stop()
+
+    def _finish(self) -> None:
+        """Bring the display up to date before it stops."""
+
+
+_L = TypeVar("_L", bound=_Live)
 
 
 class _BarWithCounts(Progress):
@@ -202,7 +237,7 @@ class _BarWithCounts(Progress):
         yield Text(f"  {self._counts()}", style="dim")
 
 
-class RichBatchProgress:
+class RichBatchProgress(_Live):
     """One rich progress bar for a batch: done/total, counts, elapsed time and ETA.
 
     Args:
@@ -229,20 +264,8 @@ class RichBatchProgress:
         )
         self._task: TaskID = self._progress.add_task(title, total=total)
 
-    def __enter__(self) -> RichBatchProgress:
-        """Start the live display."""
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Draw the final state and stop the live display."""
+    def _finish(self) -> None:
         self._refresh()
-        self._progress.stop()
 
     def _refresh(self) -> None:
         self._progress.update(self._task, completed=self.tally.done)
@@ -338,28 +361,11 @@ def batch_display(
     return PlainBatchProgress(console.file, total, download=download)
 
 
-class TaskDisplay(Protocol):
+class TaskDisplay(Display, Protocol):
     """What ``kling-async generate`` needs from a single-task display."""
-
-    def event(self, event: Event) -> None:
-        """Show a client event (pass to ``client.events.add``)."""
-        ...
 
     def note(self, text: str) -> None:
         """Show a step that is not a client event (downloading, saved)."""
-        ...
-
-    def __enter__(self) -> TaskDisplay:
-        """Start displaying."""
-        ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop displaying."""
         ...
 
 
@@ -381,7 +387,7 @@ def _task_event_text(event: Event) -> str | None:
     return None
 
 
-class RichTaskProgress:
+class RichTaskProgress(_Live):
     """A spinner with the task's latest state, for a terminal.
 
     Args:
@@ -399,20 +405,6 @@ class RichTaskProgress:
             console=console,
         )
         self._task = self._progress.add_task(title, total=None, detail="submitting")
-
-    def __enter__(self) -> RichTaskProgress:
-        """Start the live display."""
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the live display."""
-        self._progress.stop()
 
     def event(self, event: Event) -> None:
         """See :meth:`TaskDisplay.event`."""
