@@ -59,7 +59,8 @@ __all__ = [
     "task_display",
 ]
 
-_FINISHED = frozenset({"succeed", "failed", "downloaded"})
+_SUCCEEDED = frozenset({"succeed", "downloaded"})
+_FINISHED = _SUCCEEDED | {"failed"}
 _CREATED = frozenset({"created", "succeed", "downloaded"})
 
 
@@ -107,21 +108,23 @@ class BatchTally:
         wanted = frozenset(statuses)
         return sum(1 for status in self.statuses.values() if status in wanted)
 
-    @property
-    def created(self) -> int:
-        """Items with a task on the server (including finished ones)."""
-        created = self._with(_CREATED)
-        # A failed entry counts only when a task was made (not when the create was refused).
-        return created + sum(
+    def _failed_tasks(self) -> int:
+        # A failed entry had a task only when the create was not refused.
+        return sum(
             1
             for key, status in self.statuses.items()
             if status == "failed" and self.task_ids.get(key)
         )
 
     @property
+    def created(self) -> int:
+        """Items with a task on the server (including finished ones)."""
+        return self._with(_CREATED) + self._failed_tasks()
+
+    @property
     def finished(self) -> int:
-        """Items whose task has finished (succeeded or failed)."""
-        return self._with(_FINISHED)
+        """Items whose task has finished (succeeded or failed); a refused create is not one."""
+        return self._with(_SUCCEEDED) + self._failed_tasks()
 
     @property
     def downloaded(self) -> int:

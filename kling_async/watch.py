@@ -15,6 +15,7 @@ import anyio
 import anyio.abc
 
 from .clock import Clock
+from .errors import WaitTimeoutError
 from .events import EventSink
 from .models import Task
 from .scheduler import BatchFetch, Fetch, PollPolicy, PollScheduler
@@ -70,6 +71,8 @@ class Watcher:
         # Counted from when watch() is called, so tasks given up front share the deadline.
         self._deadline = None if timeout is None else clock.now() + timeout
         self._group: anyio.abc.TaskGroup | None = None
+        # The deadline closed a stream that was still open: its end is a timeout, not success.
+        self._cut_off = False
 
     async def __aenter__(self) -> Watcher:
         group = anyio.create_task_group()
@@ -97,6 +100,8 @@ class Watcher:
 
     async def _close_at_deadline(self, deadline: float) -> None:
         await self._clock.sleep(deadline - self._clock.now())
+        if not self._scheduler.closed:
+            self._cut_off = True
         self._scheduler.close()
 
     def add(self, task: Task, *, has_callback: bool = False) -> None:
@@ -137,4 +142,22 @@ class Watcher:
         return self
 
     async def __anext__(self) -> Task:
-        return await self._scheduler.__anext__()
+        """Return the next finished task.
+
+        Raises:
+            WaitTimeoutError: the deadline passed; ``pending`` lists the tasks still tracked
+                then, and is empty when the deadline cut off a stream with none tracked (more
+                were still to be added).
+        """
+        try:
+            return await self._scheduler.__anext__()
+        except WaitTimeoutError:
+            self._cut_off = False  # the scheduler reported the timeout itself, with its tasks
+            raise
+        except StopAsyncIteration:
+            if self._cut_off:
+                self._cut_off = False  # raised once; the next call stops iteration
+                raise WaitTimeoutError(
+                    "the watcher's deadline passed before it was closed", pending=()
+                ) from None
+            raise

@@ -492,11 +492,6 @@ async def test_create_answered_after_the_deadline_is_kept_for_the_next_run(
     assert server.create_counts[entry.external_task_id] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a deadline that passes while no task is tracked ends the watcher silently; "
-    "the batch keeps submitting and reports timed_out=False",
-)
 async def test_deadline_passing_during_creates_is_reported_as_timed_out(
     client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
 ) -> None:

@@ -128,6 +128,30 @@ async def test_wait_timeout(server: FakeKlingServer) -> None:
         assert [t.id for t in info.value.pending] == [task.id]
 
 
+async def test_watch_deadline_cuts_off_an_open_stream(server: FakeKlingServer) -> None:
+    """An open stream whose deadline passes ends with one WaitTimeoutError, even if empty.
+
+    Otherwise a producer still adding tasks could not tell a timeout from a finished stream.
+    """
+    async with kling.KlingClient(
+        api_key=API_KEY, provider=kling.local_emulator(server.url), retry=FAST_RETRY, poll=FAST_POLL
+    ) as client:
+        async with client.watch(timeout=0.1) as results:
+            with pytest.raises(kling.WaitTimeoutError) as info:
+                await results.__anext__()
+            assert info.value.pending == ()
+            assert [task async for task in results] == []
+
+        server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+        slow = await client.text_to_video("slow")
+        async with client.watch(timeout=0.2) as results:
+            results.add(slow)
+            with pytest.raises(kling.WaitTimeoutError) as info:
+                await results.__anext__()
+            assert [task.id for task in info.value.pending] == [slow.id]
+            assert [task async for task in results] == []  # reported once, not twice
+
+
 async def test_auth_failure_is_typed(server: FakeKlingServer) -> None:
     """A wrong key gives AuthenticationError, not retried."""
     async with kling.KlingClient(

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import attrs
-import pytest
 from rich.console import Console
 
 import kling_async as kling
@@ -95,11 +94,6 @@ def test_tally_counts_created_only_for_items_with_a_task() -> None:
     assert tally.describe().startswith("created 3 · ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: BatchTally.finished counts a refused create (failed, no task id) as a finished "
-    "task, so the counts line can read 'created 0 · finished 1'",
-)
 def test_tally_refused_create_is_not_a_finished_task() -> None:
     """ "finished" is documented as items whose task has finished; a refused create has none."""
     tally = BatchTally(1)
