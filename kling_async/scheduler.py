@@ -114,9 +114,9 @@ class PollPolicy:
         callback_interval: the gap for tasks whose result also arrives by webhook; polling is
             then only a safety net.
         list_interval: the gap after the first check for tasks checked through a list endpoint
-            (a ``batch_fetch``), capped at *max_interval*. One list request covers every such
-            task, so these do not back off: the cost is one request per gap, however many tasks
-            are tracked.
+            (a ``batch_fetch``), capped at *max_interval*, while two or more tasks are tracked.
+            One list request covers every such task, so these do not back off: the cost is one
+            request per gap, however many tasks are tracked.
 
     Raises:
         ConfigurationError: a value is out of range.
@@ -572,6 +572,9 @@ class PollScheduler:
 
     async def _check_batch(self, entries: list[_Entry]) -> None:
         assert self._batch_fetch is not None  # noqa: S101 - only started with a batch_fetch
+        # Entries scheduled after this point (a hint, a webhook update) know something newer
+        # than this answer can; it must not overrule them.
+        sent_at = next(self._seq)
         try:
             try:
                 answer = await self._batch_fetch([entry.task for entry in entries])
@@ -595,7 +598,13 @@ class PollScheduler:
                 # is free, and each one it covers need not be checked again for a while.
                 for task in by_id.values():
                     other = self._entries.get(task.id)
-                    if other is not None and not other.in_flight and other.batchable:
+                    if (
+                        other is not None
+                        and other.batchable
+                        and not other.in_flight
+                        and not other.recheck
+                        and 0 <= other.heap_seq < sent_at
+                    ):
                         self._checked(other, task)
         finally:
             self._check_done(entries)
@@ -632,6 +641,7 @@ class PollScheduler:
 
     def _failed(self, entry: _Entry, error: Exception, operation: str) -> None:
         entry.in_flight = False
+        entry.recheck = False  # the retry below is the recheck
         if self._entries.get(entry.task.id) is not entry:
             return
         entry.failures += 1
@@ -662,8 +672,14 @@ class PollScheduler:
     def _next_gap(self, entry: _Entry, now: float) -> float:
         if entry.has_callback:
             return self._policy.for_kind(entry.task.kind).callback_interval
-        if entry.checks and entry.batchable and self._batch_fetch is not None:
-            # No jitter: tasks that fall due together share one list request.
+        if (
+            entry.checks
+            and entry.batchable
+            and self._batch_fetch is not None
+            and len(self._entries) > 1
+        ):
+            # No jitter: tasks that fall due together share one list request. A lone task
+            # backs off as usual: a list request for one task buys nothing.
             policy = self._policy.for_kind(entry.task.kind)
             return min(policy.list_interval, policy.max_interval)
         age = now - entry.added_at

@@ -481,6 +481,43 @@ async def test_a_list_answer_counts_for_every_tracked_task_it_shows() -> None:
     assert not server.fetches  # no single-task checks at all
 
 
+async def test_a_stale_list_answer_does_not_cancel_a_hint() -> None:
+    """A list answer sent before ``poll_soon(b)`` must not count as b's check.
+
+    The list request for "a" is in flight (2 s) when b's hint arrives; its page shows b as it
+    was before the hint, so b must still be checked right after it, not 120 s later.
+    """
+    clock = FakeClock()
+    server = FakeServer(clock, {"b": 120.5})
+    calls: list[tuple[float, list[str]]] = []
+
+    async def slow_list(tasks: Sequence[Task]) -> Sequence[Task]:
+        calls.append((clock.now(), [task.id for task in tasks]))
+        page = [server.state(task_id) for task_id in ("a", "b")]  # as the request was served
+        await clock.sleep(2.0)
+        return page
+
+    scheduler = PollScheduler(
+        server.fetch,
+        batch_fetch=slow_list,
+        clock=clock,
+        policy=PollPolicy(jitter=0, callback_interval=120, max_in_flight=1),
+    )
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        scheduler.add(make_task("a"), has_callback=True)  # safety-net check at 120
+        await clock.sleep(3)
+        scheduler.add(make_task("b"), has_callback=True)  # safety-net check at 123
+        await clock.sleep(118)  # 121: b's callback said "succeed"; the list for a is in flight
+        scheduler.poll_soon("b")
+        task = await scheduler.__anext__()
+        assert task.id == "b"
+        assert clock.now() == pytest.approx(124.0)  # the check right after the stale answer
+        tg.cancel_scope.cancel()
+
+    assert calls == [(120.0, ["a"]), (122.0, ["b"])]
+
+
 async def test_callback_tasks_are_polled_rarely_and_poll_soon_checks_now() -> None:
     """Webhook-backed tasks use callback_interval; poll_soon() triggers an immediate check."""
     clock = FakeClock()
