@@ -131,8 +131,8 @@ class KlingClient:
         slots: a custom :class:`~kling_async.slots.TaskSlots` instead of *max_active_tasks*.
         webhook: a :class:`~kling_async.webhooks.WebhookReceiver` with a ``public_url``. Every
             submission without a ``callback_url`` then gets the receiver's, and watchers track
-            such tasks by callback with polling only as a safety net. The client runs the
-            receiver (its confirming GETs) inside its own ``async with`` block.
+            such tasks by callback with polling only as a safety net; an unsigned final status
+            makes the watcher check the task at once.
 
     Example::
 
@@ -175,11 +175,13 @@ class KlingClient:
             raise ConfigurationError("max_active_tasks must be at least 1")
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive")
-        if webhook is not None and not webhook.public_url:
-            raise ConfigurationError(
-                "KlingClient(webhook=...) needs a receiver with public_url: the externally "
-                "reachable URL of its callback route, which the client sends as callback_url"
-            )
+        if webhook is not None:
+            if not webhook.public_url:
+                raise ConfigurationError(
+                    "KlingClient(webhook=...) needs a receiver with public_url: the externally "
+                    "reachable URL of its callback route, which the client sends as callback_url"
+                )
+            webhook.callback_url()  # a public_url that is not http(s) fails here, not on submit
         self.provider = resolved
         """Where requests go, and which unconfirmed features are relied on."""
         self.limits = limits or resolved.limits
@@ -213,7 +215,6 @@ class KlingClient:
         """The callback receiver this client fills ``callback_url`` in for, if any."""
         # Unfinished tasks created with the receiver's callback URL.
         self._callback_ids: set[str] = set()
-        self._runs_webhook = False
         if webhook is not None:
             webhook.bind(self)
 
@@ -226,9 +227,6 @@ class KlingClient:
     async def __aenter__(self) -> KlingClient:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
-        if self.webhook is not None and not self.webhook.running:
-            await self.webhook.__aenter__()
-            self._runs_webhook = True
         return self
 
     async def __aexit__(
@@ -237,15 +235,12 @@ class KlingClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if self._runs_webhook and self.webhook is not None:
-                self._runs_webhook = False
-                await self.webhook.__aexit__(None, None, None)
-        finally:
-            await self.aclose()
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool. Safe to call twice."""
+        if not self._closed and self.webhook is not None:
+            self.webhook.unbind(self)
         self._closed = True
         downloader, self._downloader = self._downloader, None
         if downloader is not None:
@@ -433,8 +428,9 @@ class KlingClient:
             APIError: for definite failures (content policy, bad parameters, auth, balance).
         """
         kind = kind_for_request(request)
-        callback = self.webhook.callback_url() if self.webhook is not None else None
-        if callback is not None and request.callback_url is None:
+        callback = None
+        if self.webhook is not None and request.callback_url is None:
+            callback = self.webhook.callback_url()
             request = attrs.evolve(request, callback_url=callback)
         self.limits.check(request)
         ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
@@ -453,7 +449,7 @@ class KlingClient:
             self.slots.release()
         else:
             self._active[task.id] = task
-            if callback is not None and request.callback_url == callback:
+            if callback is not None:
                 self._callback_ids.add(task.id)
         self._emit(TaskSubmitted(task=task))
         return task
@@ -486,7 +482,8 @@ class KlingClient:
     async def _refresh_unwatched(self) -> None:
         watched: set[str] = set()
         for watcher in self._watchers:
-            watched.update(task.id for task in watcher.pending)
+            if watcher.running:  # a watcher left behind checks nothing
+                watched.update(task.id for task in watcher.pending)
         stale = [task for task in self._active.values() if task.id not in watched]
         stale = stale[:_REFRESH_BATCH]
         if not stale:

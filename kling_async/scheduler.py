@@ -339,6 +339,14 @@ class PollScheduler:
         """Tasks whose deadline passed before they finished, as last seen."""
         return tuple(self._expired)
 
+    def knows(self, task_id: str) -> bool:
+        """Whether *task_id* was ever added (it may have finished since).
+
+        Args:
+            task_id: the task's id.
+        """
+        return task_id in self._seen
+
     @property
     def closed(self) -> bool:
         """``True`` once :meth:`close` was called."""

@@ -30,6 +30,10 @@ class CallbackRoute(Protocol):
         """Send *task*'s callbacks to *sink*."""
         ...
 
+    def forget_sink(self, sink: Watcher) -> None:
+        """Send nothing more to *sink* (it closed)."""
+        ...
+
 
 class Watcher:
     """Finished tasks, in completion order, as an async iterator.
@@ -90,6 +94,8 @@ class Watcher:
         tb: TracebackType | None,
     ) -> None:
         group, self._group = self._group, None
+        if self._callbacks is not None:
+            self._callbacks.forget_sink(self)
         if group is None:
             return
         self._scheduler.stop()
@@ -111,15 +117,23 @@ class Watcher:
             task: the task to track.
             has_callback: its result will also arrive by webhook, so poll it only as a safety net.
         """
+        route = None
         if not has_callback and self._expects_callback is not None and self._expects_callback(task):
             has_callback = True
-            if self._callbacks is not None:
-                self._callbacks.expect(self, task)
+            if self._callbacks is not None and not self._scheduler.knows(task.id):
+                route = self._callbacks
         deadline = self._deadline
         if self._task_timeout is not None:
             own = self._clock.now() + self._task_timeout
             deadline = own if deadline is None else min(deadline, own)
         self._scheduler.add(task, deadline=deadline, has_callback=has_callback)
+        if route is not None:
+            route.expect(self, task)  # after add(): a closed watcher raised before this
+
+    @property
+    def running(self) -> bool:
+        """``True`` inside the ``async with`` block (the watcher checks its tasks)."""
+        return self._group is not None
 
     def update(self, task: Task) -> None:
         """Feed in a confirmed state for a tracked task (a verified webhook)."""

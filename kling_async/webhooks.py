@@ -128,13 +128,14 @@ class WebhookStats:
 class _Tracked:
     """One task the receiver expects callbacks for. Strictly private."""
 
-    __slots__ = ("confirming", "external_id", "kind", "queued", "seen", "sink", "task_id")
+    __slots__ = ("confirming", "external_id", "kind", "queued", "seen", "sinks", "task_id")
 
     def __init__(self, task: Task, sink: TaskSink) -> None:
         self.task_id = task.id
         self.kind: TaskKind = task.kind
         self.external_id = task.external_task_id
-        self.sink = sink
+        # Usually one watcher; two when, say, a stream and a client.wait() follow the same task.
+        self.sinks: list[TaskSink] = [sink]
         self.seen: set[str] = set()
         self.confirming = False
         # A terminal claim that came in while a confirmation was running: the GET may predate it.
@@ -229,20 +230,24 @@ class WebhookReceiver:
         return receiver
 
     def bind(self, client: KlingClient) -> None:
-        """Confirm with *client* and forget tasks it sees finish, for as long as it lives.
+        """Forget tasks as *client* sees them finish (``KlingClient(webhook=...)`` calls this).
 
-        ``KlingClient(webhook=receiver)`` calls this; there is no need to call it yourself.
+        A receiver bound this way needs no ``async with`` of its own: an unsigned final status
+        asks the watcher to check the task at once (one GET, through the client's scheduler,
+        rate limiter and checks in flight) instead of confirming it in the receiver.
 
         Args:
-            client: the client whose ``get_task`` confirms unsigned callbacks.
-
-        Raises:
-            ConfigurationError: the receiver already confirms with another function.
+            client: the client to follow.
         """
-        if self._confirm is not None and self._confirm != client.get_task:
-            raise ConfigurationError("this WebhookReceiver already confirms with another client")
-        self._confirm = client.get_task
         client.events.add(self.observe)
+
+    def unbind(self, client: KlingClient) -> None:
+        """Stop following *client* (called when it closes).
+
+        Args:
+            client: a client passed to :meth:`bind` before.
+        """
+        client.events.remove(self.observe)
 
     @property
     def running(self) -> bool:
@@ -254,6 +259,8 @@ class WebhookReceiver:
         return f"WebhookReceiver({signed}, tracking={len(self._tracked)}, token=<redacted>)"
 
     async def __aenter__(self) -> WebhookReceiver:
+        if self._group is not None:
+            raise RuntimeError("this WebhookReceiver is already running (async with it once)")
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
@@ -319,7 +326,12 @@ class WebhookReceiver:
             task: the submitted task; a finished one is not remembered.
         """
         if not task.is_finished:
-            self._forget(task.id)
+            known = self._tracked.get(task.id)
+            if known is not None:
+                # Another watcher of the same task: route to both; keep what was seen so far.
+                if sink not in known.sinks:
+                    known.sinks.append(sink)
+                return
             entry = _Tracked(task, sink)
             self._tracked[task.id] = entry
             if entry.external_id:
@@ -328,6 +340,20 @@ class WebhookReceiver:
                 # Tasks polled to completion are only forgotten through observe(); evicting the
                 # oldest keeps memory bounded, and the safety-net poll still covers them.
                 self._forget(next(iter(self._tracked)))
+
+    def forget_sink(self, sink: TaskSink) -> None:
+        """Stop routing callbacks to *sink* (a watcher that closed).
+
+        Tasks that no other sink follows are forgotten.
+
+        Args:
+            sink: the watcher.
+        """
+        for task_id, entry in list(self._tracked.items()):
+            if sink in entry.sinks:
+                entry.sinks.remove(sink)
+                if not entry.sinks:
+                    self._forget(task_id)
 
     def forget(self, task_id: str) -> None:
         """Stop expecting callbacks for *task_id* (later ones are accepted and ignored).
@@ -466,7 +492,8 @@ class WebhookReceiver:
                 self.stats.direct += 1
                 self._forget(entry.task_id)
             # A verified non-terminal state is news too: it moves the safety-net poll later.
-            entry.sink.update(task)
+            for sink in entry.sinks:
+                sink.update(task)
             return
         if not task.is_finished:
             # Unsigned progress is not fed in: a forger could postpone the safety-net poll.
@@ -477,7 +504,8 @@ class WebhookReceiver:
         group = self._group
         if self._confirm is None or group is None:
             entry.seen.discard(status)
-            entry.sink.poll_soon(entry.task_id)
+            for sink in entry.sinks:
+                sink.poll_soon(entry.task_id)
             return
         self._start_confirm(group, entry, task)
 
@@ -499,7 +527,8 @@ class WebhookReceiver:
             if entry.queued is not None:
                 entry.seen.discard(entry.queued.status.value)
                 entry.queued = None
-            entry.sink.poll_soon(entry.task_id)
+            for sink in entry.sinks:
+                sink.poll_soon(entry.task_id)
             return
         entry.confirming = False
         if actual.status is not claimed.status:
@@ -514,7 +543,8 @@ class WebhookReceiver:
             entry.seen.discard(claimed.status.value)
         if actual.is_finished:
             self._forget(entry.task_id)
-        entry.sink.update(actual)
+        for sink in entry.sinks:
+            sink.update(actual)
         queued, entry.queued = entry.queued, None
         if queued is not None and not actual.is_finished and self._group is not None:
             self._start_confirm(self._group, entry, queued)

@@ -168,7 +168,6 @@ async def test_client_with_webhook_fills_in_callbacks_and_tracks_by_them() -> No
             webhook=receiver,
         )
         async with client:
-            assert receiver.running
             tasks = await client.submit_many(
                 [kling.TextToVideo(prompt=f"Shot {n}") for n in range(3)]
             )
@@ -181,22 +180,108 @@ async def test_client_with_webhook_fills_in_callbacks_and_tracks_by_them() -> No
                 finished = [done async for done in results]
             assert sorted(done.id for done in finished) == sorted(task.id for task in tasks)
             assert all(done.succeeded for done in finished)
-            assert receiver.stats.confirmations == 3
-            assert polls(server) == 3
+            # Each unsigned "succeed" made the watcher check its task at once: a request each
+            # at most (one list request can answer for several), and no polling otherwise.
+            assert receiver.stats.confirmations == 0
+            assert 1 <= polls(server) <= 3
+            before = polls(server)
             assert receiver.tracking == 0
             assert not any(client.expects_callback(task) for task in tasks)
 
             single = await client.text_to_video("One more")
             done = await client.wait(single, timeout=20)
             assert done.succeeded
-            assert polls(server) == 4
-        assert not receiver.running
+            assert polls(server) - before == 1
+        assert receiver.tracking == 0
+
+
+async def test_two_watchers_of_one_task_both_hear_its_callback() -> None:
+    """A stream and a second watcher (say, client.wait) of the same task both get the result."""
+    timeline = Timeline(queue_seconds=0.05, processing_seconds=0.15)
+    receiver = WebhookReceiver(token=TOKEN)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
+        listening(receiver) as url,
+    ):
+        receiver.public_url = url
+        async with kling.KlingClient(
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            retry=FAST_RETRY,
+            poll=SLOW_POLL,
+            webhook=receiver,
+        ) as client:
+            task = await client.text_to_video("Watched twice")
+            async with client.watch(timeout=10) as first, client.watch(timeout=10) as second:
+                first.add(task)
+                second.add(task)
+                with anyio.fail_after(5):  # polling alone would take 30 s
+                    assert (await first.__anext__()).succeeded
+                    assert (await second.__anext__()).succeeded
+
+
+async def test_a_watcher_left_early_does_not_hold_its_task_slot() -> None:
+    """Leaving a watcher before its task finished (callback lost) must not block submit().
+
+    Submitters waiting for a slot refresh the tasks no running watcher checks; a watcher that
+    was left must not count as checking them.
+    """
+    timeline = Timeline(queue_seconds=0.02, processing_seconds=0.2)
+    receiver = WebhookReceiver(token=TOKEN, public_url="http://127.0.0.1:9/kling/callback")
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline, callback_drop_rate=1.0) as server,
+        kling.KlingClient(
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            retry=FAST_RETRY,
+            poll=kling.PollPolicy(
+                first_delay=0.02, min_interval=0.02, max_interval=0.1, callback_interval=60
+            ),
+            max_active_tasks=1,
+            webhook=receiver,
+        ) as client,
+    ):
+        first = await client.text_to_video("one")
+        with anyio.move_on_after(0.05):
+            async with client.watch() as results:
+                results.add(first)
+                async for _ in results:
+                    pass
+        assert receiver.tracking == 0  # the left watcher's routes are gone
+        with anyio.fail_after(5):
+            second = await client.text_to_video("two")
+        assert second.id != first.id
+
+
+async def test_one_receiver_serves_successive_clients() -> None:
+    """An app restarted in one process (tests, reloads) reuses its receiver with a new client."""
+    receiver = WebhookReceiver(token=TOKEN, public_url="http://127.0.0.1:9/kling/callback")
+    async with FakeKlingServer(api_key=API_KEY) as server:
+        for _ in range(2):
+            async with make_client_with(server, receiver) as client:
+                task = await client.text_to_video("again")
+                assert client.expects_callback(task)
+    async with receiver:
+        with pytest.raises(RuntimeError, match="already running"):
+            await receiver.__aenter__()
+
+
+def make_client_with(server: FakeKlingServer, receiver: WebhookReceiver) -> kling.KlingClient:
+    """A client for *server* that fills in *receiver*'s callback URL."""
+    return kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        webhook=receiver,
+    )
 
 
 def test_client_webhook_needs_a_public_url() -> None:
     """Without public_url the client could not fill in callback_url: a clear error at once."""
     with pytest.raises(kling.ConfigurationError, match="public_url"):
         kling.KlingClient(api_key=API_KEY, webhook=WebhookReceiver())
+    with pytest.raises(kling.ConfigurationError, match="http"):
+        kling.KlingClient(api_key=API_KEY, webhook=WebhookReceiver(public_url="example.com/cb"))
 
 
 async def test_dropped_callback_is_caught_by_the_safety_net() -> None:
