@@ -57,6 +57,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 
 from .clock import Clock, SystemClock
@@ -78,6 +79,9 @@ It may return fewer tasks than asked for (matched by id); a missing task falls b
 :data:`Fetch` for the rest of its life. It may also return other tasks (a list page holds what
 it holds): those that are tracked count as checked, so their next checks move later.
 """
+
+_YIELD_EVERY = 64
+"""Checks the workers may run without a pause before they let the event loop run others."""
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (NotFoundError, AuthenticationError)
 """Fetch errors that are never retried: waiting longer cannot make them go away."""
@@ -316,6 +320,8 @@ class PollScheduler:
         self._sleep_until = -math.inf
         self._group: anyio.abc.TaskGroup | None = None
         self._idle: list[_Worker] = []
+        self._unyielded = 0
+        self._yielding = False
 
     # -- what callers feed in ------------------------------------------------------------------
 
@@ -544,6 +550,9 @@ class PollScheduler:
         """Run checks one after another; park when nothing is due."""
         slot = _Worker()
         while True:
+            self._unyielded += 1
+            if self._unyielded >= _YIELD_EVERY or self._yielding:
+                await self._let_others_run()
             job = self._take_job(self._clock.now())
             if job is None:
                 slot.job = None
@@ -566,6 +575,23 @@ class PollScheduler:
                 await self._check_one(job[0])
             else:
                 await self._check_batch(job)
+
+    async def _let_others_run(self) -> None:
+        """Yield to the event loop, with every other worker that runs before it resumes.
+
+        A fetch that never awaits (a stub, a cache) must not let the workers hold the event loop
+        while checks keep falling due: after ``_YIELD_EVERY`` checks without a pause, the first
+        worker to notice yields, and so does every worker that runs until it is back. Real HTTP
+        suspends anyway, so this costs one checkpoint per ``_YIELD_EVERY`` checks.
+        """
+        leader = not self._yielding
+        self._yielding = True
+        self._unyielded = 0
+        try:
+            await anyio.lowlevel.checkpoint()
+        finally:
+            if leader:
+                self._yielding = False
 
     async def _check_one(self, entry: _Entry) -> None:
         try:

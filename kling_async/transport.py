@@ -33,7 +33,10 @@ class RawResponse:
 
 
 class Transport(Protocol):
-    """Sends one HTTP request. Implementations must not retry; the client decides that."""
+    """Sends one HTTP request. Implementations must not retry; the client decides that.
+
+    *headers* is shared by many requests and must not be modified; copy it to change it.
+    """
 
     async def request(
         self,

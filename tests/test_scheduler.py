@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from kling_async.errors import (
@@ -516,6 +517,39 @@ async def test_a_stale_list_answer_does_not_cancel_a_hint() -> None:
         tg.cancel_scope.cancel()
 
     assert calls == [(120.0, ["a"]), (122.0, ["b"])]
+
+
+async def test_a_fetch_that_never_awaits_does_not_starve_the_event_loop() -> None:
+    """Checks that fall due back to back, answered without awaiting, still let others run."""
+    calls = 0
+
+    async def instant(task: Task) -> Task:
+        nonlocal calls
+        calls += 1
+        status = TaskStatus.SUCCEED if calls >= 2000 else TaskStatus.PROCESSING
+        return make_task(task.id, status)
+
+    ticks = 0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    tiny = 1e-9
+    policy = PollPolicy(first_delay=tiny, min_interval=tiny, max_interval=tiny, jitter=0)
+    scheduler = PollScheduler(instant, policy=policy)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_work)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        tg.start_soon(scheduler.run)
+        scheduler.add(make_task("busy"))
+        scheduler.close()
+        assert [task.id async for task in scheduler] == ["busy"]
+        assert ticks - before > 10  # the other task kept running during 2000 checks
+        tg.cancel_scope.cancel()
 
 
 async def test_callback_tasks_are_polled_rarely_and_poll_soon_checks_now() -> None:
