@@ -839,3 +839,25 @@ async def test_command_line_prints_url_first(http: aiohttp.ClientSession) -> Non
             process.terminate()
         await asyncio.wait_for(process.wait(), timeout=20)
     assert process.returncode == 0
+
+
+async def test_create_answer_delay_holds_a_recorded_create(
+    emu: FakeKlingServer, http: aiohttp.ClientSession
+) -> None:
+    """With ``create_answer_delay``, the task exists on the server before the client hears of it."""
+    emu.faults.config = Faults(create_answer_delay=0.5)
+    answer = asyncio.ensure_future(
+        call(http, "POST", emu.url + COMET_T2V, json={"prompt": "held", "external_task_id": "h1"})
+    )
+    try:
+        for _ in range(200):  # until the create is recorded (well within the 0.5 s hold)
+            if emu.task_by_external_id("h1") is not None:
+                break
+            await asyncio.sleep(0.005)
+        assert emu.task_by_external_id("h1") is not None
+        assert not answer.done()  # recorded, not yet answered
+        status, reply = await answer
+    finally:
+        answer.cancel()
+    assert status == 200
+    assert reply["data"]["task_id"] == emu.task_by_external_id("h1").task_id  # type: ignore[union-attr]

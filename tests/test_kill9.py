@@ -1,14 +1,14 @@
 """kill -9 the batch command at several points; re-running it never loses or repeats paid work.
 
-The emulator runs as its own process (with random faults, including connections dropped after
-a create was recorded), and ``python -m kling_async.cli batch`` runs against it as a subprocess
-that is SIGKILLed four times: right after its first intents are journaled, while creates are in
-flight, after the first downloads, and in the middle of the downloads. Every kill that lands
-between the emulator recording a create and the CLI journaling its answer leaves a ``pending``
-entry that the next run must find by ``external_task_id`` instead of paying again; the random
-``drop_after_create`` faults exercise the same window inside a single run. The emulator has no
-switch that holds a create's answer back on purpose, so that window is hit by the kills and
-faults rather than forced.
+The emulator runs as its own process, with random faults (including connections dropped after a
+create was recorded) and with every create's answer held back 0.2 s after the task is recorded
+(``--create-answer-delay``). ``python -m kling_async.cli batch`` runs against it as a subprocess
+that is SIGKILLed four times: while the emulator holds recorded creates whose answers the CLI has
+not journaled (checked against the emulator's task list, so the kill lands in that window on
+purpose), after 30 created tasks, after the first downloads, and in the middle of the downloads.
+Every such create leaves a ``pending`` journal entry that the next run must find by
+``external_task_id`` instead of paying again; the random ``drop_after_create`` faults exercise
+the same window inside a single run.
 
 At the end every prompt must have exactly one task on the emulator (read from its list endpoint,
 which reports each task's ``external_task_id``) and exactly one complete MP4, with no ``.part``
@@ -58,6 +58,9 @@ def emulator_url() -> Iterator[str]:
             "20",
             "--fault-rate",
             "0.05",
+            # Every create is recorded, then answered 0.2 s later: the window a kill must hit.
+            "--create-answer-delay",
+            "0.2",
             "--seed",
             "9",
         ],
@@ -193,11 +196,12 @@ def test_kill9_at_several_points_then_resume(emulator_url: str, tmp_path: Path) 
             journal, "SELECT COUNT(*) FROM kling_journal_entries WHERE task_id IS NOT NULL"
         )
 
+    def answers_held() -> bool:
+        # The emulator has recorded creates whose answers the CLI has not journaled yet.
+        return created() > 0 and len(_emulator_tasks(emulator_url)) > created()
+
     kill_points: list[tuple[str, Callable[[], bool]]] = [
-        (
-            "the first intents",
-            lambda: _query(journal, "SELECT COUNT(*) FROM kling_journal_entries") > 0,
-        ),
+        ("creates recorded but not answered yet", answers_held),
         ("30 created tasks", lambda: created() >= 30),
         ("the first 10 files", lambda: _mp4_count(out) >= 10),
         ("100 files", lambda: _mp4_count(out) >= 100),

@@ -38,6 +38,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-active", type=int, default=None, help="task slots (429/1303)")
     parser.add_argument("--rate", type=float, default=None, help="requests/s (429/1302)")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="random fault probability")
+    parser.add_argument(
+        "--create-answer-delay",
+        type=float,
+        default=0.0,
+        help="seconds each create's answer is held after the task is recorded",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gateway-errors", action="store_true", help="CometAPI auth errors")
     parser.add_argument("--wrap-queries", action="store_true", help="gateway-wrapped queries")
@@ -60,7 +66,9 @@ async def serve(args: argparse.Namespace) -> None:
             fail_rate=args.fail_rate,
             seed=args.seed,
         ),
-        faults=Faults(rate=args.fault_rate, seed=args.seed),
+        faults=Faults(
+            rate=args.fault_rate, seed=args.seed, create_answer_delay=args.create_answer_delay
+        ),
         max_active_tasks=args.max_active,
         rate_limit=args.rate,
         gateway_errors=args.gateway_errors,

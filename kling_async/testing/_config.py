@@ -104,6 +104,9 @@ class Faults:
     """Seed of the fault random generator."""
     slow_seconds: float = 1.0
     """Delay of a ``"slow"`` fault when none is given."""
+    create_answer_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """Seconds every successful create waits, *after* the task is recorded, before its answer is
+    sent: the window in which a client can die having paid for a task it never hears about."""
 
     def __attrs_post_init__(self) -> None:
         unknown = set(self.kinds) - set(FAULT_KINDS)

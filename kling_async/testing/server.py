@@ -494,6 +494,9 @@ class FakeKlingServer(CdnSite):
             if fault.kind == "drop_before_create":
                 return await drop_connection(request)
         response = await self._checked(request, route, kind, handler)
+        held = self.faults.config.create_answer_delay
+        if route == "create" and held > 0 and response.status == 200:
+            await asyncio.sleep(held)
         if fault is not None:
             if fault.kind == "drop_after_create":
                 return await drop_connection(request)
