@@ -176,7 +176,9 @@ class EventHub:
         Args:
             *sinks: sinks to add straight away.
         """
-        self._sinks: list[EventSink] = list(sinks)
+        # A tuple, replaced on add/remove: sending iterates it without copying, and a sink that
+        # removes itself mid-send does not disturb the send in progress.
+        self._sinks: tuple[EventSink, ...] = tuple(sinks)
 
     def add(self, sink: EventSink) -> None:
         """Start sending events to *sink*.
@@ -184,7 +186,7 @@ class EventHub:
         Args:
             sink: the callback to add (adding the same one twice calls it twice).
         """
-        self._sinks.append(sink)
+        self._sinks = (*self._sinks, sink)
 
     def remove(self, sink: EventSink) -> None:
         """Stop sending events to *sink*; a sink that was never added is ignored.
@@ -192,8 +194,10 @@ class EventHub:
         Args:
             sink: the callback to remove (its first registration).
         """
+        sinks = list(self._sinks)
         with contextlib.suppress(ValueError):
-            self._sinks.remove(sink)
+            sinks.remove(sink)
+        self._sinks = tuple(sinks)
 
     def __len__(self) -> int:
         """Return the number of registered sinks."""
@@ -205,6 +209,8 @@ class EventHub:
         Args:
             event: the event to report.
         """
-        # Iterate over a copy: a sink may remove itself (a progress bar that is done).
-        for sink in tuple(self._sinks):
-            emit(sink, event)
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001, PERF203 - logged, as in emit(); try is free in 3.11
+                _log.exception("event sink %r failed on %s", sink, type(event).__name__)
