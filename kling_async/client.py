@@ -63,6 +63,8 @@ _ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secr
 _ENV_BASE_URL = "KLING_BASE_URL"
 _REFRESH_BATCH = 20
 _LIST_PAGE_SIZE = 500
+_LIST_MAX_PAGES = 4
+"""List pages one batched check may read: 2,000 tasks back, then single GETs take over."""
 
 DEFAULT_RATE = RateLimit(per_second=20.0, burst=40)
 """The default request rate: generous for Kling (which documents no QPS limit on queries), and
@@ -710,7 +712,16 @@ class KlingClient:
         """
         found: list[Task] = []
         for kind in {task.kind for task in tasks}:
-            found.extend(await self.list_tasks(kind, page=1, page_size=_LIST_PAGE_SIZE))
+            wanted = {task.id for task in tasks if task.kind is kind}
+            # The newest tasks come first; walk back until every wanted one was seen, a short
+            # page says there are no more, or the page cap is reached (older tasks then fall
+            # back to their own GETs in the scheduler).
+            for page in range(1, _LIST_MAX_PAGES + 1):
+                listed = await self.list_tasks(kind, page=page, page_size=_LIST_PAGE_SIZE)
+                found.extend(listed)
+                wanted.difference_update(task.id for task in listed)
+                if not wanted or len(listed) < _LIST_PAGE_SIZE:
+                    break
         for task in found:
             self.observe(task)
         return found

@@ -78,3 +78,30 @@ async def test_three_hundred_tasks_exactly_once() -> None:
         # The client's own limits keep rejections to a small fraction of the creates, even with
         # a client slot limit deliberately above the server's.
         assert rejected <= N_TASKS * 0.2
+
+
+async def test_more_tasks_than_one_list_page_are_checked_by_list_requests() -> None:
+    """600 tracked tasks: each batched check reads as many list pages as it needs (2 here),
+    so no task falls back to its own GET."""
+    async with (
+        FakeKlingServer(
+            api_key=API_KEY, timeline=Timeline(queue_seconds=0.5, processing_seconds=0.5)
+        ) as server,
+        kling.KlingClient(
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            retry=FAST_RETRY,
+            rate=None,
+            poll=kling.PollPolicy(
+                first_delay=0.6, min_interval=0.2, max_interval=0.5, list_interval=0.2
+            ),
+        ) as client,
+    ):
+        tasks = await client.submit_many(
+            [kling.TextToVideo(prompt=f"p{i}") for i in range(600)], concurrency=32
+        )
+        async with client.watch(tasks, timeout=60) as results:
+            finished = [task async for task in results]
+    assert sorted(task.id for task in finished) == sorted(task.id for task in tasks)
+    assert server.stats.routes["query"] == 0
+    assert server.stats.routes["list"] >= 2  # at least one round read two pages
