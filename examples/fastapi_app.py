@@ -142,7 +142,8 @@ def create_app(
 
     make_client = client_factory or default_client
     # The route needs the receiver before the client exists (the client is made in the
-    # lifespan); the client, given it as webhook=, confirms callbacks with its own get_task.
+    # lifespan); the client, given it as webhook=, fills in callback URLs, and its watcher
+    # checks a task as soon as its callback says it finished.
     receiver = WebhookReceiver(
         token=token or os.environ.get("KLING_CALLBACK_TOKEN") or None,
         signing_secret=signing_secret or os.environ.get("KLING_WEBHOOK_SECRET") or None,
@@ -158,8 +159,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The client fills in callback_url on every submission and runs the receiver. An
-        # hour per task: a task that never finishes must not be watched forever.
+        # The client fills in callback_url on every submission. An hour per task: a task
+        # that never finishes must not be watched forever.
         async with (
             make_client(receiver) as client,
             client.watch(task_timeout=3600) as results,

@@ -431,9 +431,12 @@ class KlingClient:
         """
         kind = kind_for_request(request)
         callback = None
-        if self.webhook is not None and request.callback_url is None:
+        if self.webhook is not None:
             callback = self.webhook.callback_url()
-            request = attrs.evolve(request, callback_url=callback)
+            if request.callback_url is None:
+                request = attrs.evolve(request, callback_url=callback)
+            elif request.callback_url != callback:
+                callback = None  # the caller's own endpoint: no callback for our receiver
         self.limits.check(request)
         ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
         body = wire.request_body(request, external_task_id=ext_id)
@@ -526,9 +529,11 @@ class KlingClient:
                 limit = self.retry.max_concurrency_wait
                 if limit is not None and now - first_1303 >= limit:
                     raise
+                # Shrink first: a slot released into the old limit would go straight to the
+                # next waiter, to meet a 1303 of its own.
+                self.slots.on_concurrency_limited()
                 self.slots.release()
                 slot.held = False
-                self.slots.on_concurrency_limited()
                 await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
                 if limit is None:
                     await self._acquire_slot()
@@ -661,7 +666,7 @@ class KlingClient:
 
     def watch(
         self,
-        tasks: Iterable[Task] = (),
+        tasks: Iterable[Task] | None = None,
         *,
         timeout: float | None = None,
         task_timeout: float | None = None,
@@ -672,7 +677,8 @@ class KlingClient:
         ``results.add(task)`` while iterating, ``results.close()`` when no more will come.
 
         Args:
-            tasks: tasks to track from the start (then no more can be added).
+            tasks: tasks to track from the start (then no more can be added; an empty list
+                ends iteration at once). Omit it for a stream.
             timeout: overall seconds; when they pass, iteration yields what finished and then
                 raises :class:`~kling_async.WaitTimeoutError` listing the pending tasks.
             task_timeout: seconds per task, counted from when it is added.
@@ -697,11 +703,10 @@ class KlingClient:
             expects_callback=self.expects_callback if self.webhook is not None else None,
         )
         self._watchers.add(watcher)
-        initial = list(tasks)
-        for task in initial:
-            watcher.add(task)
-        if initial:
-            watcher.close()
+        if tasks is not None:
+            for task in tasks:
+                watcher.add(task)
+            watcher.close()  # even for an empty list: nothing to wait for is not a stream
         return watcher
 
     async def _batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:

@@ -345,6 +345,11 @@ class PollScheduler:
         """Tasks whose deadline passed before they finished, as last seen."""
         return tuple(self._expired)
 
+    @property
+    def running(self) -> bool:
+        """``True`` while :meth:`run` is running (it stops on close, stop or a fatal error)."""
+        return self._running
+
     def knows(self, task_id: str) -> bool:
         """Whether *task_id* was ever added (it may have finished since).
 
@@ -571,7 +576,7 @@ class PollScheduler:
                 job = slot.take()
                 if job is None:
                     continue
-            if len(job) == 1 and not (self._batch_fetch is not None and job[0].batchable):
+            if len(job) == 1 and not self._list_checked(job[0]):
                 await self._check_one(job[0])
             else:
                 await self._check_batch(job)
@@ -627,6 +632,7 @@ class PollScheduler:
                         # its own from now on, starting right away.
                         entry.batchable = False
                         entry.in_flight = False
+                        entry.recheck = False  # checking it right away is the recheck
                         self._schedule(entry, now)
                 # A list answer also describes tracked tasks that were not due yet: that news
                 # is free, and each one it covers need not be checked again for a while.
@@ -703,17 +709,18 @@ class PollScheduler:
         )
         emit(self._events, Retrying(operation, entry.failures, delay, error))
 
+    def _list_checked(self, entry: _Entry) -> bool:
+        """Whether *entry* is checked through the list endpoint (then without backing off).
+
+        A lone tracked task is not: its own GET is lighter than a list page and buys the same.
+        """
+        return self._batch_fetch is not None and entry.batchable and len(self._entries) > 1
+
     def _next_gap(self, entry: _Entry, now: float) -> float:
         if entry.has_callback:
             return self._policy.for_kind(entry.task.kind).callback_interval
-        if (
-            entry.checks
-            and entry.batchable
-            and self._batch_fetch is not None
-            and len(self._entries) > 1
-        ):
-            # No jitter: tasks that fall due together share one list request. A lone task
-            # backs off as usual: a list request for one task buys nothing.
+        if entry.checks and self._list_checked(entry):
+            # No jitter: tasks that fall due together share one list request.
             policy = self._policy.for_kind(entry.task.kind)
             return min(policy.list_interval, policy.max_interval)
         age = now - entry.added_at

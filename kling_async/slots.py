@@ -15,9 +15,12 @@ The 1303 protocol for a submitter that holds a slot::
     try:
         task = await create(...)
     except ConcurrencyLimitError:
-        slots.release()                  # 1. no task was created: give the slot back
-        slots.on_concurrency_limited()   # 2. shrink to what is running now
+        slots.on_concurrency_limited()   # 1. shrink to what runs, not counting this submission
+        slots.release()                  # 2. no task was created: give the slot back
         ...                              # 3. await slots.acquire() again and retry
+
+Shrinking first matters: a slot released into a pool that is still too large goes straight to
+the next waiter, whose create then meets a 1303 too, and so on down the queue.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class TaskSlots(Protocol):
         ...
 
     def on_concurrency_limited(self) -> None:
-        """Report a 1303 answer (after releasing the rejected submission's slot)."""
+        """Report a 1303 answer, before releasing the rejected submission's slot."""
         ...
 
 
@@ -71,10 +74,9 @@ class SlotPool:
       imposes a limit until it recovers.
     * Waiters are served in arrival order; a freed slot is handed straight to the oldest waiter,
       so a newcomer can never overtake it.
-    * On a 1303 the submitter first calls :meth:`release` (no task was created), then
-      :meth:`on_concurrency_limited`: the usable limit becomes ``max(1, in_use)``, the tasks
-      running now. (If the release handed the slot to a waiter, that waiter is counted and may
-      meet a 1303 too; the next report shrinks the limit further.)
+    * On a 1303 the submitter first calls :meth:`on_concurrency_limited`, still holding its
+      slot: the usable limit becomes ``max(1, in_use - 1)``, the tasks running now. Then it
+      calls :meth:`release` (no task was created), which therefore hands the slot to no waiter.
     * Once ``recovery_seconds`` have passed since the last 1303, each :meth:`release` raises the
       usable limit by one, back up to *max_active*. Without *max_active*, the limit is lifted
       entirely at a recovering release that finds nobody waiting.
@@ -197,11 +199,12 @@ class SlotPool:
     def on_concurrency_limited(self) -> None:
         """Shrink the usable limit after a 1303 answer.
 
-        Call it after :meth:`release`-ing the rejected submission's slot, then :meth:`acquire`
-        again to queue the retry (at the back of the queue).
+        Call it while the rejected submission still holds its slot, then :meth:`release` that
+        slot and :meth:`acquire` again to queue the retry (at the back of the queue).
         """
         self._limited_at = self._clock.now()
-        limit = max(1, self._in_use)
+        # The caller's own slot is about to come back: it is not a running task.
+        limit = max(1, self._in_use - 1)
         if self._limit is None or limit < self._limit:
             self._limit = limit
             _log.warning("too many tasks running on the account: using at most %d slots", limit)

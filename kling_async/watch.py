@@ -77,6 +77,8 @@ class Watcher:
         self._group: anyio.abc.TaskGroup | None = None
         # The deadline closed a stream that was still open: its end is a timeout, not success.
         self._cut_off = False
+        # Iteration already ended with an error: nothing more is reported.
+        self._reported = False
 
     async def __aenter__(self) -> Watcher:
         group = anyio.create_task_group()
@@ -132,8 +134,8 @@ class Watcher:
 
     @property
     def running(self) -> bool:
-        """``True`` inside the ``async with`` block (the watcher checks its tasks)."""
-        return self._group is not None
+        """``True`` while the watcher checks its tasks (inside ``async with``, until it stops)."""
+        return self._group is not None and self._scheduler.running
 
     def update(self, task: Task) -> None:
         """Feed in a confirmed state for a tracked task (a verified webhook)."""
@@ -165,13 +167,15 @@ class Watcher:
         """
         try:
             return await self._scheduler.__anext__()
-        except WaitTimeoutError:
-            self._cut_off = False  # the scheduler reported the timeout itself, with its tasks
-            raise
         except StopAsyncIteration:
-            if self._cut_off:
-                self._cut_off = False  # raised once; the next call stops iteration
+            if self._cut_off and not self._reported:
+                self._reported = True  # raised once; the next call stops iteration
                 raise WaitTimeoutError(
                     "the watcher's deadline passed before it was closed", pending=()
                 ) from None
+            raise
+        except Exception:
+            # The scheduler ended iteration with its own error (its timeout, with the tasks, or
+            # a fatal fetch error): that is the one error reported.
+            self._reported = True
             raise

@@ -48,7 +48,7 @@ import attrs
 
 from . import wire
 from .errors import ConfigurationError, ResponseParseError, WebhookVerificationError
-from .events import Event, TaskExpired, TaskFinished
+from .events import Event, TaskFinished
 from .kinds import TEXT_TO_VIDEO
 from .models import Task, TaskKind
 from .signatures import SIGNATURE_TOLERANCE, sign_payload, signing_key, verify_signature
@@ -76,6 +76,9 @@ logger = logging.getLogger("kling_async.webhooks")
 
 DEFAULT_MAX_BODY = 64 * 1024
 """Largest callback body accepted, in bytes; a task object is a few kilobytes at most."""
+
+_EARLY_KEPT = 10_000
+"""Final callbacks of not-yet-registered tasks remembered (ids and external ids)."""
 
 TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
 """The query parameter of the callback URL that carries the receiver's token."""
@@ -208,6 +211,10 @@ class WebhookReceiver:
         self._confirm = confirm
         self._wall_clock = wall_clock
         self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
+        self._by_sink: dict[TaskSink, set[str]] = {}
+        # Final statuses of tasks nobody had registered yet (a callback that beat watch()):
+        # ids and external ids, so that expect() can have the task checked at once.
+        self._early: OrderedDict[str, None] = OrderedDict()
         self._by_external: dict[str, str] = {}
         self._recent_ids: OrderedDict[str, float] = OrderedDict()
         self._group: anyio.abc.TaskGroup | None = None
@@ -325,21 +332,31 @@ class WebhookReceiver:
             sink: the watcher that tracks (or will track) the task.
             task: the submitted task; a finished one is not remembered.
         """
-        if not task.is_finished:
-            known = self._tracked.get(task.id)
-            if known is not None:
-                # Another watcher of the same task: route to both; keep what was seen so far.
-                if sink not in known.sinks:
-                    known.sinks.append(sink)
-                return
-            entry = _Tracked(task, sink)
-            self._tracked[task.id] = entry
-            if entry.external_id:
-                self._by_external[entry.external_id] = task.id
-            while len(self._tracked) > self.max_tracked:
-                # Tasks polled to completion are only forgotten through observe(); evicting the
-                # oldest keeps memory bounded, and the safety-net poll still covers them.
-                self._forget(next(iter(self._tracked)))
+        if task.is_finished:
+            return
+        known = self._tracked.get(task.id)
+        if known is not None:
+            # Another watcher of the same task: route to both; keep what was seen so far.
+            if sink not in known.sinks:
+                known.sinks.append(sink)
+                self._by_sink.setdefault(sink, set()).add(task.id)
+            return
+        entry = _Tracked(task, sink)
+        self._tracked[task.id] = entry
+        self._by_sink.setdefault(sink, set()).add(task.id)
+        if entry.external_id:
+            self._by_external[entry.external_id] = task.id
+        while len(self._tracked) > self.max_tracked:
+            # Tasks polled to completion are only forgotten through observe(); evicting the
+            # oldest keeps memory bounded, and the safety-net poll still covers them.
+            self._forget(next(iter(self._tracked)))
+        early = self._early.pop(task.id, None) is not None
+        if entry.external_id:
+            early = self._early.pop(entry.external_id, None) is not None or early
+        if early:
+            # Its final callback came before this route existed: check it now, not at the
+            # safety-net interval.
+            sink.poll_soon(task.id)
 
     def forget_sink(self, sink: TaskSink) -> None:
         """Stop routing callbacks to *sink* (a watcher that closed).
@@ -349,8 +366,9 @@ class WebhookReceiver:
         Args:
             sink: the watcher.
         """
-        for task_id, entry in list(self._tracked.items()):
-            if sink in entry.sinks:
+        for task_id in self._by_sink.pop(sink, set()):
+            entry = self._tracked.get(task_id)
+            if entry is not None and sink in entry.sinks:
                 entry.sinks.remove(sink)
                 if not entry.sinks:
                     self._forget(task_id)
@@ -364,18 +382,43 @@ class WebhookReceiver:
         self._forget(task_id)
 
     def observe(self, event: Event) -> None:
-        """An event sink: forgets tasks as they finish or expire (``client.events.add``).
+        """An event sink: forgets tasks as they finish (``client.events.add``).
+
+        A task one watcher saw finish is handed to the other watchers of it too. An expired
+        task is not forgotten here: another watcher may still be waiting for it, and the one
+        that gave up drops its routes when it closes.
 
         Args:
-            event: any client event; only finished and expired tasks matter.
+            event: any client event; only finished tasks matter.
         """
-        if isinstance(event, TaskFinished | TaskExpired):
+        if isinstance(event, TaskFinished):
+            entry = self._tracked.get(event.task.id)
+            if entry is None:
+                return
             self._forget(event.task.id)
+            for sink in entry.sinks:
+                sink.update(event.task)
 
     def _forget(self, task_id: str) -> None:
         entry = self._tracked.pop(task_id, None)
-        if entry is not None and entry.external_id:
+        if entry is None:
+            return
+        if entry.external_id:
             self._by_external.pop(entry.external_id, None)
+        for sink in entry.sinks:
+            ids = self._by_sink.get(sink)
+            if ids is not None:
+                ids.discard(task_id)
+                if not ids:
+                    del self._by_sink[sink]
+
+    def _remember_early(self, task: Task) -> None:
+        for key in (task.id, task.external_task_id):
+            if key:
+                self._early[key] = None
+                self._early.move_to_end(key)
+        while len(self._early) > _EARLY_KEPT:
+            self._early.popitem(last=False)
 
     @property
     def tracking(self) -> int:
@@ -479,6 +522,8 @@ class WebhookReceiver:
         if entry is None:
             self.stats.ignored += 1
             logger.debug("callback for untracked task %s ignored", task.id)
+            if task.is_finished:
+                self._remember_early(task)
             return
         task = attrs.evolve(task, id=entry.task_id, kind=entry.kind)
         status = task.status.value

@@ -152,6 +152,26 @@ async def test_watch_deadline_cuts_off_an_open_stream(server: FakeKlingServer) -
             assert [task async for task in results] == []  # reported once, not twice
 
 
+async def test_watch_of_an_empty_list_ends_at_once(client: kling.KlingClient) -> None:
+    """``watch([])`` has nothing to wait for: it is not an open stream."""
+    async with client.watch([], timeout=0.2) as results:
+        with anyio.fail_after(5):
+            assert [task async for task in results] == []
+
+
+async def test_a_fatal_error_is_the_only_error_even_when_the_deadline_passes(
+    client: kling.KlingClient,
+) -> None:
+    """A watcher that stopped on a fatal error does not report a timeout after it as well."""
+    ghost = kling.Task(id="123456789", kind=kling.TEXT_TO_VIDEO, status=kling.TaskStatus.SUBMITTED)
+    async with client.watch(timeout=0.3) as results:
+        results.add(ghost)
+        with pytest.raises(kling.NotFoundError):
+            await results.__anext__()
+        await anyio.sleep(0.5)  # the deadline passes too
+        assert [task async for task in results] == []
+
+
 async def test_auth_failure_is_typed(server: FakeKlingServer) -> None:
     """A wrong key gives AuthenticationError, not retried."""
     async with kling.KlingClient(

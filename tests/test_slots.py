@@ -94,10 +94,10 @@ async def test_1303_shrinks_then_recovers_after_quiet_period() -> None:
     pool = SlotPool(6, clock=clock, events=seen.append, recovery_seconds=30)
     for _ in range(5):
         await pool.acquire()
-    # The sixth create got 1303: it releases its slot and reports.
+    # The sixth create got 1303: it reports, then releases its slot.
     await pool.acquire()
-    pool.release()
     pool.on_concurrency_limited()
+    pool.release()
     assert pool.limit == 5
     assert seen == [ConcurrencyLimited(limit=5)]
 
@@ -134,8 +134,8 @@ async def test_1303_shrink_never_below_one_and_blocks_new_acquirers() -> None:
     clock = FakeClock()
     pool = SlotPool(4, clock=clock, recovery_seconds=5)
     await pool.acquire()
-    pool.release()
     pool.on_concurrency_limited()
+    pool.release()
     assert pool.limit == 1
     got = 0
 
@@ -162,9 +162,10 @@ async def test_unlimited_pool_shrinks_and_lifts() -> None:
     """Even without a configured limit a 1303 imposes one; it is lifted once nobody waits."""
     clock = FakeClock()
     pool = SlotPool(None, clock=clock, recovery_seconds=1)
-    for _ in range(3):
+    for _ in range(4):
         await pool.acquire()
-    pool.on_concurrency_limited()
+    pool.on_concurrency_limited()  # the fourth create got 1303
+    pool.release()
     assert pool.limit == 3
     await clock.advance(2)
     pool.release()
@@ -227,4 +228,32 @@ async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
         assert got[0] in {"b", "c"}
         assert pool.in_use == 1
         assert pool.waiting == (1 if got == ["b"] else 0)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_refused_slot_does_not_cascade_to_the_waiters() -> None:
+    """The slot of a create refused with 1303 goes to nobody: the waiters would be refused too."""
+    clock = FakeClock()
+    pool = SlotPool(4, clock=clock, recovery_seconds=30)
+    for _ in range(4):
+        await pool.acquire()
+    got = 0
+
+    async def waiter() -> None:
+        nonlocal got
+        await pool.acquire()
+        got += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(waiter)
+        await clock.advance(0)
+        assert pool.waiting == 2
+        pool.on_concurrency_limited()  # the fourth create was refused: 3 tasks run
+        pool.release()
+        await clock.advance(0)
+        assert (pool.limit, pool.in_use, pool.waiting, got) == (3, 3, 2, 0)
+        pool.release()  # a task finished: one waiter may go
+        await clock.advance(0)
+        assert (pool.in_use, pool.waiting, got) == (3, 1, 1)
         tg.cancel_scope.cancel()

@@ -266,12 +266,60 @@ async def test_one_receiver_serves_successive_clients() -> None:
             await receiver.__aenter__()
 
 
-def make_client_with(server: FakeKlingServer, receiver: WebhookReceiver) -> kling.KlingClient:
+async def test_a_final_callback_before_watch_is_not_lost() -> None:
+    """A task that finished (and called back) between submit() and wait() is checked at once."""
+    timeline = Timeline(queue_seconds=0.02, processing_seconds=0.05)
+    receiver = WebhookReceiver(token=TOKEN)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
+        listening(receiver) as url,
+    ):
+        receiver.public_url = url
+        async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
+            task = await client.text_to_video("quick")
+            await wait_until(lambda: receiver.stats.ignored >= 1)  # its callbacks came early
+            with anyio.fail_after(5):  # the safety net alone would take 30 s
+                done = await client.wait(task, timeout=60)
+            assert done.succeeded
+
+
+@pytest.mark.parametrize("first_ends_by", ["expiring", "finishing"])
+async def test_another_watcher_still_gets_the_task(first_ends_by: str) -> None:
+    """One watcher of a task giving up on it, or seeing it finish, leaves the others served."""
+    receiver = WebhookReceiver(token=TOKEN, public_url="http://127.0.0.1:9/kling/callback")
+    timeline = Timeline(queue_seconds=100, processing_seconds=100)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline, callback_drop_rate=1.0) as server,
+        make_client_with(server, receiver, poll=SLOW_POLL) as client,
+    ):
+        task = await client.text_to_video("shared")
+        async with client.watch(timeout=30) as stream:
+            stream.add(task)
+            if first_ends_by == "expiring":
+                with pytest.raises(kling.WaitTimeoutError):
+                    await client.wait(task, timeout=0.2)
+                server.set_status(task.id, "succeed")
+                body = json.dumps({"task_id": task.id, "task_status": "succeed"}).encode()
+                assert await receiver.handle({}, {TOKEN_PARAM: TOKEN}, body) == (200, "ok")
+            else:
+                server.set_status(task.id, "succeed")
+                async with client.watch(timeout=5) as other:
+                    other.add(task)
+                    other.poll_soon(task.id)
+                    assert (await other.__anext__()).succeeded
+            with anyio.fail_after(5):  # the stream's safety net is 30 s away
+                assert (await stream.__anext__()).succeeded
+
+
+def make_client_with(
+    server: FakeKlingServer, receiver: WebhookReceiver, *, poll: kling.PollPolicy | None = None
+) -> kling.KlingClient:
     """A client for *server* that fills in *receiver*'s callback URL."""
     return kling.KlingClient(
         api_key=API_KEY,
         provider=kling.local_emulator(server.url),
         retry=FAST_RETRY,
+        poll=poll,
         webhook=receiver,
     )
 

@@ -47,7 +47,7 @@ class CallbackSender:
     ) -> None:
         """Send *payload* to *url* zero, one or two times; failures are logged and ignored."""
         if not is_local_url(url):
-            logger.warning("refusing callback to non-local URL %s", url)
+            logger.warning("refusing callback to non-local URL %s", _without_query(url))
             self.records.append(CallbackRecord(url, payload, error="refused: not a local URL"))
             return
         if self._rng.random() < drop_rate:
@@ -67,5 +67,10 @@ class CallbackSender:
                 await response.read()
                 self.records.append(CallbackRecord(url, payload, status=response.status))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            logger.warning("callback to %s failed: %r", url, exc)
+            logger.warning("callback to %s failed: %r", _without_query(url), exc)
             self.records.append(CallbackRecord(url, payload, error=repr(exc)))
+
+
+def _without_query(url: str) -> str:
+    """The URL without its query: callback URLs carry a secret token there."""
+    return url.split("?", 1)[0]
