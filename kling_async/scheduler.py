@@ -210,6 +210,7 @@ class _Entry:
         "failures",
         "has_callback",
         "heap_seq",
+        "hinted",
         "in_flight",
         "recheck",
         "task",
@@ -227,6 +228,9 @@ class _Entry:
         self.in_flight = False
         # poll_soon() arrived while a check was in flight: its answer may predate the news.
         self.recheck = False
+        # poll_soon() was asked: news (a callback) says the task changed; if the API does not
+        # show it yet, look again soon rather than after the safety-net interval.
+        self.hinted = False
         self.batchable = True
 
 
@@ -416,7 +420,9 @@ class PollScheduler:
         """Check a tracked task at the next opportunity (an unverified webhook hint, say).
 
         If a check of it is already running, another follows as soon as that one answers: the
-        running check may have been sent before the news it is meant to confirm.
+        running check may have been sent before the news it is meant to confirm. If the check
+        does not show the task finished, it is checked once more after ``min_interval`` (the API
+        may lag the news), then at its usual pace.
 
         Args:
             task_id: the task's id; unknown ids are ignored.
@@ -424,6 +430,7 @@ class PollScheduler:
         entry = self._entries.get(task_id)
         if entry is None:
             return
+        entry.hinted = True
         if entry.in_flight:
             entry.recheck = True
             return
@@ -677,7 +684,12 @@ class PollScheduler:
             entry.recheck = False
             self._schedule(entry, now)
             return
-        self._schedule(entry, now + self._next_gap(entry, now))
+        gap = self._next_gap(entry, now)
+        if entry.hinted:
+            # The hint is ahead of the API (or false): one more look after min_interval.
+            entry.hinted = False
+            gap = min(gap, self._policy.for_kind(entry.task.kind).min_interval)
+        self._schedule(entry, now + gap)
 
     def _failed(self, entry: _Entry, error: Exception, operation: str) -> None:
         entry.in_flight = False

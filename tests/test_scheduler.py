@@ -601,6 +601,26 @@ async def test_poll_soon_during_a_check_rechecks_after_it() -> None:
     assert server.fetch_times["slow"] == [120.0, 122.0]
 
 
+async def test_a_hint_ahead_of_the_api_is_checked_again_soon() -> None:
+    """A callback says "finished" before the API does: look again after min_interval, not
+    after the (long) safety-net interval."""
+    clock = FakeClock()
+    server = FakeServer(clock, {"lagging": 53.0})
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)  # min_interval 5
+    scheduler.add(make_task("lagging"), has_callback=True)  # safety net every 120 s
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        await clock.sleep(50)
+        scheduler.poll_soon("lagging")  # the callback came at 50; the API shows it at 53
+        task = await scheduler.__anext__()
+        assert task.succeeded
+        scheduler.close()
+        assert [t async for t in scheduler] == []
+
+    assert server.fetch_times["lagging"] == [50.0, 55.0]
+
+
 async def test_on_finished_errors_do_not_break_the_loop() -> None:
     """A raising on_finished callback is logged; every task is still delivered."""
     clock = FakeClock()
