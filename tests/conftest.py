@@ -11,6 +11,8 @@ import pytest
 import kling_async as kling
 from kling_async.testing import FakeKlingServer, Timeline
 
+from . import cli_support
+
 API_KEY = "sk-test-0123456789abcdef"
 
 FAST_RETRY = kling.RetryPolicy(base=0.01, cap=0.05, jitter=0.0)
@@ -57,3 +59,17 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     """
     yield
     gc.collect()
+
+
+@pytest.fixture
+def emulator() -> Iterator[FakeKlingServer]:
+    """For the command-line tests: an emulator on its own thread (the CLI runs its own loop),
+    whose tasks finish in about 0.15 s (change its timeline to slow it down)."""
+    threaded = cli_support.ThreadedEmulator(
+        api_key=cli_support.API_KEY,
+        timeline=Timeline(queue_seconds=0.05, processing_seconds=0.1),
+    )
+    try:
+        yield threaded.start()
+    finally:
+        threaded.stop()

@@ -2,75 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 import kling_async as kling
-from kling_async.cli import InputError, cli, load_items
-from kling_async.testing import FakeKlingServer, Timeline
+from kling_async.cli import InputError, load_items
+from kling_async.testing import FakeKlingServer
 
-API_KEY = "sk-cli-test-0123456789abcdef"
-CLEAN_ENV: dict[str, str | None] = {
-    "COMETAPI_KEY": None,
-    "KLING_ACCESS_KEY": None,
-    "KLING_SECRET_KEY": None,
-    "KLING_BASE_URL": None,
-}
-
-
-class ThreadedEmulator:
-    """A FakeKlingServer on its own event loop in a thread, so CliRunner can call asyncio.run."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.server: FakeKlingServer | None = None
-
-    def _call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
-
-    def start(self) -> FakeKlingServer:
-        self._thread.start()
-
-        async def start() -> FakeKlingServer:
-            server = FakeKlingServer(**self._options)
-            await server.start()
-            return server
-
-        self.server = self._call(start())
-        return self.server
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self._call(self.server.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-
-@pytest.fixture
-def emulator() -> Iterator[FakeKlingServer]:
-    """An emulator whose tasks finish in about 0.15 s."""
-    threaded = ThreadedEmulator(
-        api_key=API_KEY, timeline=Timeline(queue_seconds=0.05, processing_seconds=0.1)
-    )
-    try:
-        yield threaded.start()
-    finally:
-        threaded.stop()
-
-
-def _invoke(args: list[str], **env: str | None) -> Result:
-    return CliRunner().invoke(cli, args, env={**CLEAN_ENV, **env}, catch_exceptions=False)
+from .cli_support import API_KEY, invoke
 
 
 def _connect(server: FakeKlingServer) -> list[str]:
@@ -99,7 +41,7 @@ def test_bad_jsonl_lines_are_all_reported_and_nothing_is_sent(
         )
         + "\n"
     )
-    result = _invoke([*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")])
+    result = invoke([*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     for line in (2, 3, 5, 6, 7):
         assert f"{prompts}:{line}: " in result.output
@@ -114,14 +56,14 @@ def test_missing_key_is_a_usage_error(tmp_path: Path) -> None:
     """No key anywhere: exit 2 naming the environment variable."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
-    result = _invoke(["batch", str(prompts), "-o", str(tmp_path / "out")])
+    result = invoke(["batch", str(prompts), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "COMETAPI_KEY" in result.output
 
 
 def test_unreadable_input_file_is_a_usage_error(tmp_path: Path) -> None:
     """A missing prompts file: exit 2 with the path."""
-    result = _invoke(["--api-key", API_KEY, "batch", str(tmp_path / "nope.txt"), "-o", "x"])
+    result = invoke(["--api-key", API_KEY, "batch", str(tmp_path / "nope.txt"), "-o", "x"])
     assert result.exit_code == 2
     assert "nope.txt" in result.output
 
@@ -130,7 +72,7 @@ def test_emulator_provider_needs_a_base_url(tmp_path: Path) -> None:
     """--provider emulator without a URL says so."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
-    result = _invoke(
+    result = invoke(
         ["--provider", "emulator", "--api-key", "k", "batch", str(prompts), "-o", "out"]
     )
     assert result.exit_code == 2
@@ -217,7 +159,7 @@ def test_batch_end_to_end_plain_output_and_rerun(emulator: FakeKlingServer, tmp_
     prompts.write_text("".join(f"prompt number {n}\n" for n in range(5)))
     out = tmp_path / "out"
     args = [*_connect(emulator), "batch", str(prompts), "-o", str(out), "--max-active", "3"]
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     assert "\x1b[" not in result.output
     assert API_KEY not in result.output
@@ -232,7 +174,7 @@ def test_batch_end_to_end_plain_output_and_rerun(emulator: FakeKlingServer, tmp_
     assert {status for _, _, status in rows} == {"downloaded"}
     assert emulator.stats.routes["create"] == 5
 
-    again = _invoke(args)
+    again = invoke(args)
     assert again.exit_code == 0, again.output
     assert "created line-" not in again.output
     assert emulator.stats.routes["create"] == 5
@@ -243,7 +185,7 @@ def test_batch_exits_1_when_a_task_fails(emulator: FakeKlingServer, tmp_path: Pa
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"key": "ok", "prompt": "fine"}\n{"key": "bad", "prompt": "FAIL me"}\n')
     journal = tmp_path / "elsewhere.sqlite3"
-    result = _invoke(
+    result = invoke(
         [
             "batch",
             str(prompts),
@@ -263,7 +205,7 @@ def test_batch_exits_1_when_a_task_fails(emulator: FakeKlingServer, tmp_path: Pa
 def test_generate_and_status(emulator: FakeKlingServer, tmp_path: Path) -> None:
     """generate saves one MP4; status prints the task with its video URL."""
     target = tmp_path / "clip.mp4"
-    result = _invoke(
+    result = invoke(
         [*_connect(emulator), "generate", "a lighthouse", "--mode", "pro", "-o", str(target)]
     )
     assert result.exit_code == 0, result.output
@@ -272,19 +214,19 @@ def test_generate_and_status(emulator: FakeKlingServer, tmp_path: Path) -> None:
     (task_id,) = emulator.tasks
     assert emulator.tasks[task_id].body["mode"] == "pro"
 
-    shown = _invoke([*_connect(emulator), "status", task_id])
+    shown = invoke([*_connect(emulator), "status", task_id])
     assert shown.exit_code == 0, shown.output
     assert f"task:     {task_id}" in shown.output
     assert "status:   succeed" in shown.output
     assert f"video:    {emulator.cdn_url}" in shown.output
 
-    missing = _invoke([*_connect(emulator), "status", "123456"])
+    missing = invoke([*_connect(emulator), "status", "123456"])
     assert missing.exit_code == 1
     assert "no such task" in missing.output
 
 
 def test_generate_reports_a_failed_task(emulator: FakeKlingServer, tmp_path: Path) -> None:
     """A failed generation exits 1 with the server's reason."""
-    result = _invoke([*_connect(emulator), "generate", "FAIL", "-o", str(tmp_path / "x.mp4")])
+    result = invoke([*_connect(emulator), "generate", "FAIL", "-o", str(tmp_path / "x.mp4")])
     assert result.exit_code == 1
     assert "content risk control" in result.output

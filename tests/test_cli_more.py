@@ -5,42 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from click.testing import CliRunner, Result
 from rich.console import Console
 
 import kling_async as kling
 import kling_async.cli
 import kling_async.testing
 import kling_async.testing.__main__
-from kling_async.cli import InputError, cli, load_items, main
+from kling_async.cli import InputError, load_items, main
 from kling_async.journal import JournalEntry
 from kling_async.progress import PlainBatchProgress
 from kling_async.testing import FakeKlingServer, Timeline
 
-from .test_cli import API_KEY, CLEAN_ENV, ThreadedEmulator
+from .cli_support import API_KEY, invoke
 
 SLOW = Timeline(queue_seconds=3600, processing_seconds=3600)
-
-
-@pytest.fixture
-def emulator() -> Iterator[FakeKlingServer]:
-    """An emulator whose tasks finish in about 0.15 s (change its timeline to slow it down)."""
-    threaded = ThreadedEmulator(
-        api_key=API_KEY, timeline=Timeline(queue_seconds=0.05, processing_seconds=0.1)
-    )
-    try:
-        yield threaded.start()
-    finally:
-        threaded.stop()
-
-
-def _invoke(args: list[str], **env: str | None) -> Result:
-    return CliRunner().invoke(cli, args, env={**CLEAN_ENV, **env}, catch_exceptions=False)
 
 
 def _connect(server: FakeKlingServer, api_key: str = API_KEY) -> list[str]:
@@ -124,7 +106,7 @@ def test_batch_input_that_is_not_utf8_is_a_usage_error(
     """A binary or wrongly encoded prompts file: exit 2 naming the file, nothing sent."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes(b"caf\xe9 au lait\n")
-    result = _invoke([*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")])
+    result = invoke([*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert f"cannot read {prompts}" in result.output
     assert emulator.requests == []
@@ -139,7 +121,7 @@ def test_batch_output_folder_that_cannot_be_made_is_a_usage_error(
     blocker = tmp_path / "file"
     blocker.write_text("")
     out = blocker / "out"
-    result = _invoke([*_connect(emulator), "batch", str(prompts), "-o", str(out)])
+    result = invoke([*_connect(emulator), "batch", str(prompts), "-o", str(out)])
     assert result.exit_code == 2
     assert f"cannot create {out}" in result.output
     assert emulator.requests == []
@@ -150,7 +132,7 @@ def test_emulator_base_url_must_be_http(tmp_path: Path) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
     connect = ["--provider", "emulator", "--base-url", "localhost:8765", "--api-key", API_KEY]
-    result = _invoke([*connect, "batch", str(prompts), "-o", str(tmp_path / "out")])
+    result = invoke([*connect, "batch", str(prompts), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "--base-url must start with http:// or https://: localhost:8765" in result.output
 
@@ -166,7 +148,7 @@ def test_generate_refuses_a_bad_request_before_sending(
     emulator: FakeKlingServer, duration: str, message: str
 ) -> None:
     """A duration the provider does not offer, or no number at all: exit 2, nothing sent."""
-    result = _invoke([*_connect(emulator), "generate", "a cat", "--duration", duration])
+    result = invoke([*_connect(emulator), "generate", "a cat", "--duration", duration])
     assert result.exit_code == 2
     assert message in result.output
     assert emulator.requests == []
@@ -177,9 +159,9 @@ def test_changed_prompts_are_refused_on_rerun(emulator: FakeKlingServer, tmp_pat
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     args = [*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")]
-    assert _invoke(args).exit_code == 0
+    assert invoke(args).exit_code == 0
     prompts.write_text("a dog\n")
-    result = _invoke(args)
+    result = invoke(args)
     assert result.exit_code == 2
     assert "the journal already has 'line-0001' with a different request" in result.output
     assert emulator.stats.routes["create"] == 1
@@ -195,7 +177,7 @@ def test_refused_key_exits_1_with_the_server_message(
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\na dog\n")
     wrong = "sk-wrong-key-0123456789"
-    result = _invoke([*_connect(emulator, wrong), "batch", str(prompts), "-o", str(tmp_path)])
+    result = invoke([*_connect(emulator, wrong), "batch", str(prompts), "-o", str(tmp_path)])
     assert result.exit_code == 1
     assert "error: Authorization is invalid (HTTP 401, code 1002" in result.output
     assert wrong not in result.output
@@ -210,7 +192,7 @@ def test_batch_timeout_reports_unfinished_and_the_rerun_finishes(
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\na dog\n")
     args = [*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")]
-    first = _invoke([*args, "--timeout", "0.3"])
+    first = invoke([*args, "--timeout", "0.3"])
     assert first.exit_code == 1, first.output
     assert "0 succeeded, 0 failed, 0 uncertain, 2 unfinished" in first.output
     assert "run the same command again to continue" in first.output
@@ -218,7 +200,7 @@ def test_batch_timeout_reports_unfinished_and_the_rerun_finishes(
 
     for task_id in list(emulator.tasks):
         emulator.set_status(task_id, "succeed")
-    second = _invoke(args)
+    second = invoke(args)
     assert second.exit_code == 0, second.output
     assert "2 succeeded, 0 failed, 0 uncertain, 0 unfinished" in second.output
     assert "run the same command again" not in second.output
@@ -228,13 +210,13 @@ def test_batch_timeout_reports_unfinished_and_the_rerun_finishes(
 def test_generate_timeout_says_how_to_check_later(emulator: FakeKlingServer) -> None:
     """A task still running at --timeout: exit 1 with the status command to run; it works."""
     emulator.timeline = SLOW
-    result = _invoke([*_connect(emulator), "generate", "a slow cat", "--timeout", "0.2"])
+    result = invoke([*_connect(emulator), "generate", "a slow cat", "--timeout", "0.2"])
     assert result.exit_code == 1
     (task_id,) = emulator.tasks
     assert f"task {task_id} is still running; check it with: kling-async status {task_id}" in (
         result.output
     )
-    shown = _invoke([*_connect(emulator), "status", task_id])
+    shown = invoke([*_connect(emulator), "status", task_id])
     assert shown.exit_code == 0
     assert "status:   submitted" in shown.output
     assert "video:" not in shown.output
@@ -266,13 +248,13 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(
     args = [*_connect(emulator), "batch", str(prompts), "-o", str(tmp_path / "out")]
     with monkeypatch.context() as patch:
         patch.setattr(kling_async.cli, "batch_display", interrupting)
-        first = _invoke(args)
+        first = invoke(args)
     assert first.exit_code == 130
     assert "interrupted; run the same command again to resume" in first.output
     (task_id,) = emulator.tasks
 
     emulator.set_status(task_id, "succeed")
-    second = _invoke(args)
+    second = invoke(args)
     assert second.exit_code == 0, second.output
     assert "1 succeeded" in second.output
     assert emulator.stats.routes["create"] == 1
@@ -290,7 +272,7 @@ def test_verbose_lets_library_logs_through(
     args = [*_connect(emulator), "generate", "a cat", "-o", str(tmp_path)]
     emulator.faults.next_query("503")
     emulator.faults.next_list("503")
-    loud = _invoke(["-v", *args])
+    loud = invoke(["-v", *args])
     assert loud.exit_code == 0, loud.output
     assert any("failed (ServerError); retry 1 in" in message for message in library_messages())
 
@@ -298,7 +280,7 @@ def test_verbose_lets_library_logs_through(
     emulator.faults.clear()
     emulator.faults.next_query("503")
     emulator.faults.next_list("503")
-    quiet = _invoke(args)
+    quiet = invoke(args)
     assert quiet.exit_code == 0, quiet.output
     assert "retrying GET " in quiet.output  # the display still shows it
     assert library_messages() == []
@@ -309,9 +291,9 @@ def test_verbose_lets_library_logs_through(
 
 def test_status_of_a_failed_task_shows_its_reason(emulator: FakeKlingServer) -> None:
     """status shows the server's message and external id, and no video for a failed task."""
-    assert _invoke([*_connect(emulator), "generate", "please FAIL"]).exit_code == 1
+    assert invoke([*_connect(emulator), "generate", "please FAIL"]).exit_code == 1
     ((task_id, task),) = emulator.tasks.items()
-    result = _invoke([*_connect(emulator), "status", task_id])
+    result = invoke([*_connect(emulator), "status", task_id])
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert "status:   failed" in lines
@@ -335,8 +317,8 @@ def test_emulator_command_passes_options_and_the_global_key(
         return 0
 
     monkeypatch.setattr(kling_async.testing.__main__, "main", fake_main)
-    first = _invoke(["--api-key", "sk-shared", "emulator", "--port", "0", "--fail-rate", "0.1"])
-    second = _invoke(["--api-key", "sk-shared", "emulator", "--api-key", "sk-own"])
+    first = invoke(["--api-key", "sk-shared", "emulator", "--port", "0", "--fail-rate", "0.1"])
+    second = invoke(["--api-key", "sk-shared", "emulator", "--api-key", "sk-own"])
     assert (first.exit_code, second.exit_code) == (0, 0)
     assert calls == [
         ["--port", "0", "--fail-rate", "0.1", "--api-key", "sk-shared"],
@@ -357,7 +339,7 @@ def test_demo_runs_a_batch_against_a_private_emulator(
 
     monkeypatch.setattr(kling_async.testing, "Timeline", quick)
     out = tmp_path / "demo"
-    result = _invoke(["demo", "--count", "2", "--out", str(out)])
+    result = invoke(["demo", "--count", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "emulator on http://127.0.0.1:" in result.output
     assert "2 prompts, 5 task slots" in result.output
