@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,16 +29,17 @@ async def server() -> AsyncIterator[FakeKlingServer]:
         yield running
 
 
+def client_for(server: FakeKlingServer, **options: Any) -> kling.KlingClient:
+    """A client for *server* with fast retries and polling; *options* override or add."""
+    settings: dict[str, Any] = {"retry": FAST_RETRY, "poll": FAST_POLL, "timeout": 5.0}
+    settings.update(options)
+    return kling.KlingClient(api_key=API_KEY, provider=kling.local_emulator(server.url), **settings)
+
+
 @pytest.fixture
 async def client(server: FakeKlingServer) -> AsyncIterator[kling.KlingClient]:
     """A client for the emulator with fast retries and polling."""
-    async with kling.KlingClient(
-        api_key=API_KEY,
-        provider=kling.local_emulator(server.url),
-        retry=FAST_RETRY,
-        poll=FAST_POLL,
-        timeout=5.0,
-    ) as running:
+    async with client_for(server) as running:
         yield running
 
 

@@ -13,7 +13,7 @@ import kling_async as kling
 from kling_async.auth import AccessKeyAuth
 from kling_async.testing import FakeKlingServer, Timeline
 
-from .conftest import API_KEY, FAST_POLL, FAST_RETRY
+from .conftest import API_KEY, FAST_POLL, FAST_RETRY, client_for
 
 
 async def test_submit_wait_download(
@@ -334,13 +334,7 @@ async def test_concurrency_wait_can_be_capped(server: FakeKlingServer) -> None:
     server.max_active_tasks = 1
     server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
     retry = kling.RetryPolicy(base=0.01, cap=0.02, jitter=0.0, max_concurrency_wait=0.1)
-    async with kling.KlingClient(
-        api_key=API_KEY,
-        provider=kling.local_emulator(server.url),
-        retry=retry,
-        poll=FAST_POLL,
-        max_active_tasks=5,
-    ) as client:
+    async with client_for(server, retry=retry, max_active_tasks=5) as client:
         first = await client.text_to_video("holds the only server slot")
         with pytest.raises(kling.ConcurrencyLimitError):
             await client.text_to_video("never fits")
@@ -357,13 +351,7 @@ async def test_cancelled_while_requeued_after_1303_keeps_slots_right(
     """Cancelling a submission that is waiting again after a 1303 gives back nothing twice."""
     server.max_active_tasks = 1
     server.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
-    async with kling.KlingClient(
-        api_key=API_KEY,
-        provider=kling.local_emulator(server.url),
-        retry=FAST_RETRY,
-        poll=FAST_POLL,
-        max_active_tasks=5,
-    ) as client:
+    async with client_for(server, max_active_tasks=5) as client:
         await client.text_to_video("holds the only server slot")
         with anyio.move_on_after(0.3):
             await client.text_to_video("waits for a slot until cancelled")
