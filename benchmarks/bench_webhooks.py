@@ -1,12 +1,14 @@
 """Callbacks + safety-net polling vs polling only: detection latency and requests per task.
 
-One run, three scenarios against the in-process emulator on 127.0.0.1, each with the same batch:
+One run, four scenarios against the in-process emulator on 127.0.0.1, each with the same batch:
 
 * ``polling only``: the default poll policy, time-scaled;
 * ``callbacks``: every task submitted with a ``callback_url``, a receiver on 127.0.0.1 feeding the
   watcher, polling only every ``callback_interval`` (scaled);
 * ``callbacks, 20% lost``: the same with a fifth of the callbacks dropped by the emulator, to show
-  what the safety net costs when callbacks go missing.
+  what the safety net costs when callbacks go missing;
+* ``KlingClient(webhook=)``: callbacks again, wired by the client itself (it fills in the callback
+  URL, and the watcher makes the confirming check) instead of ``receiver.track``.
 
 Time is scaled by ``SCALE`` (real seconds x SCALE): tasks of ~100-200 s last 2-4 s here, the
 default 5 s first check becomes 0.1 s and the 120 s callback safety net 2.4 s. Latency is
@@ -87,47 +89,83 @@ async def listening(receiver: WebhookReceiver) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def scenario(name: str, tasks: int, *, callbacks: bool, drop_rate: float = 0.0) -> Outcome:
-    """Submit *tasks* tasks, watch them to the end, and measure."""
+async def scenario(
+    name: str, tasks: int, *, callbacks: bool, drop_rate: float = 0.0, integrated: bool = False
+) -> Outcome:
+    """Submit *tasks* tasks, watch them to the end, and measure.
+
+    With *integrated*, the receiver is given to the client (``KlingClient(webhook=...)``): the
+    client fills in the callback URL and an unsigned final status makes the watcher check the
+    task at once. Otherwise callbacks are wired by hand (``receiver.track``), confirmed by the
+    receiver's own GET.
+    """
     async with FakeKlingServer(
         api_key=API_KEY, timeline=TIMELINE, callback_drop_rate=drop_rate, seed=7
     ) as server:
         provider = attrs.evolve(kling.local_emulator(server.url), supports_list=False)
-        async with kling.KlingClient(
-            api_key=API_KEY, provider=provider, poll=POLL, rate=None, timeout=30.0
-        ) as client:
-            receiver = WebhookReceiver.for_client(client)
-            async with listening(receiver) as url, receiver, client.watch(timeout=120) as results:
-                requests = [
-                    kling.TextToVideo(prompt=f"bench {i}", callback_url=url if callbacks else None)
-                    for i in range(tasks)
-                ]
-                for task in await client.submit_many(requests):
-                    if callbacks:
-                        receiver.track(results, task)
-                    else:
-                        results.add(task)
-                results.close()
-                latencies = [
-                    time.monotonic() - server.tasks[done.id].finished_at async for done in results
-                ]
+        if integrated:
+            receiver = WebhookReceiver()
+            async with listening(receiver) as url:
+                receiver.public_url = url.split("?", 1)[0]
+                async with kling.KlingClient(
+                    api_key=API_KEY,
+                    provider=provider,
+                    poll=POLL,
+                    rate=None,
+                    timeout=30.0,
+                    webhook=receiver,
+                ) as client:
+                    requests = [kling.TextToVideo(prompt=f"bench {i}") for i in range(tasks)]
+                    submitted = await client.submit_many(requests)
+                    async with client.watch(submitted, timeout=120) as results:
+                        latencies = [
+                            time.monotonic() - server.tasks[done.id].finished_at
+                            async for done in results
+                        ]
+        else:
+            async with kling.KlingClient(
+                api_key=API_KEY, provider=provider, poll=POLL, rate=None, timeout=30.0
+            ) as client:
+                receiver = WebhookReceiver.for_client(client)
+                async with (
+                    listening(receiver) as url,
+                    receiver,
+                    client.watch(timeout=120) as results,
+                ):
+                    requests = [
+                        kling.TextToVideo(
+                            prompt=f"bench {i}", callback_url=url if callbacks else None
+                        )
+                        for i in range(tasks)
+                    ]
+                    for task in await client.submit_many(requests):
+                        if callbacks:
+                            receiver.track(results, task)
+                        else:
+                            results.add(task)
+                    results.close()
+                    latencies = [
+                        time.monotonic() - server.tasks[done.id].finished_at
+                        async for done in results
+                    ]
         routes = server.stats.routes
         checks = routes["query"] + routes["list"]
         return Outcome(name, latencies, checks, checks + routes["create"])
 
 
 async def run(tasks: int) -> dict[str, Any]:
-    """Run the three scenarios, print the table and the ratios, and return the figures."""
+    """Run the four scenarios, print the table and the ratios, and return the figures."""
     started = time.monotonic()
     polling = await scenario("polling only", tasks, callbacks=False)
     hooked = await scenario("callbacks", tasks, callbacks=True)
     lossy = await scenario("callbacks, 20% lost", tasks, callbacks=True, drop_rate=0.2)
+    integrated = await scenario("KlingClient(webhook=)", tasks, callbacks=True, integrated=True)
     print(f"{tasks} tasks of ~{150 * SCALE:.0f} s each (time scale {SCALE}: real s x {SCALE})")
     print(
         f"{'scenario':<22} {'tasks':>5} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
         f"{'checks/task':>12} {'requests/task':>14}"
     )
-    for outcome in (polling, hooked, lossy):
+    for outcome in (polling, hooked, lossy, integrated):
         print(outcome.row())
     median_ratio = statistics.median(polling.latencies) / statistics.median(hooked.latencies)
     print(
@@ -143,7 +181,7 @@ async def run(tasks: int) -> dict[str, Any]:
             "requests_per_task": outcome.requests / tasks,
             "yielded": len(outcome.latencies),
         }
-        for outcome in (polling, hooked, lossy)
+        for outcome in (polling, hooked, lossy, integrated)
     }
 
 
