@@ -528,6 +528,9 @@ class KlingClient:
                 first_1303 = now if first_1303 is None else first_1303
                 limit = self.retry.max_concurrency_wait
                 if limit is not None and now - first_1303 >= limit:
+                    # Still shrink the pool, so the submitters queued behind do not each meet a
+                    # 1303 of their own; submit() releases this slot on the way out.
+                    self.slots.on_concurrency_limited()
                     raise
                 # Shrink first: a slot released into the old limit would go straight to the
                 # next waiter, to meet a 1303 of its own.
@@ -717,7 +720,7 @@ class KlingClient:
         """
         found: list[Task] = []
         for kind in {task.kind for task in tasks}:
-            wanted = {task.id for task in tasks if task.kind is kind}
+            wanted = {task.id for task in tasks if task.kind == kind}
             # The newest tasks come first; walk back until every wanted one was seen, a short
             # page says there are no more, or the page cap is reached (older tasks then fall
             # back to their own GETs in the scheduler).

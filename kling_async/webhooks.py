@@ -214,7 +214,7 @@ class WebhookReceiver:
         self._by_sink: dict[TaskSink, set[str]] = {}
         # Final statuses of tasks nobody had registered yet (a callback that beat watch()):
         # ids and external ids, so that expect() can have the task checked at once.
-        self._early: OrderedDict[str, None] = OrderedDict()
+        self._early: OrderedDict[str, bool] = OrderedDict()
         self._by_external: dict[str, str] = {}
         self._recent_ids: OrderedDict[str, float] = OrderedDict()
         self._group: anyio.abc.TaskGroup | None = None
@@ -322,11 +322,14 @@ class WebhookReceiver:
             sink: the watcher that should yield the task.
             task: the submitted task.
         """
-        self.expect(sink, task)
         sink.add(task, has_callback=True)
+        self.expect(sink, task)  # after add(): an early callback makes the sink check it now
 
     def expect(self, sink: TaskSink, task: Task) -> None:
         """Route *task*'s callbacks to *sink* without adding it there (the caller adds it).
+
+        Add the task to *sink* first: if its final callback came before this call, the sink is
+        asked to check it at once (``poll_soon``), which only works for a task it tracks.
 
         Args:
             sink: the watcher that tracks (or will track) the task.
@@ -350,9 +353,9 @@ class WebhookReceiver:
             # Tasks polled to completion are only forgotten through observe(); evicting the
             # oldest keeps memory bounded, and the safety-net poll still covers them.
             self._forget(next(iter(self._tracked)))
-        early = self._early.pop(task.id, None) is not None
+        early = self._early.pop(task.id, False)
         if entry.external_id:
-            early = self._early.pop(entry.external_id, None) is not None or early
+            early = self._early.pop(entry.external_id, False) or early
         if early:
             # Its final callback came before this route existed: check it now, not at the
             # safety-net interval.
@@ -415,7 +418,7 @@ class WebhookReceiver:
     def _remember_early(self, task: Task) -> None:
         for key in (task.id, task.external_task_id):
             if key:
-                self._early[key] = None
+                self._early[key] = True
                 self._early.move_to_end(key)
         while len(self._early) > _EARLY_KEPT:
             self._early.popitem(last=False)

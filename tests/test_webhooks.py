@@ -277,10 +277,40 @@ async def test_a_final_callback_before_watch_is_not_lost() -> None:
         receiver.public_url = url
         async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
             task = await client.text_to_video("quick")
-            await wait_until(lambda: receiver.stats.ignored >= 1)  # its callbacks came early
+
+            def final_callback_delivered() -> bool:
+                return any(
+                    record.status == 200 and record.payload.get("task_status") == "succeed"
+                    for record in server.callbacks
+                )
+
+            await wait_until(final_callback_delivered)  # it came before anyone watched
             with anyio.fail_after(5):  # the safety net alone would take 30 s
                 done = await client.wait(task, timeout=60)
             assert done.succeeded
+
+
+async def test_track_after_an_early_final_callback_checks_at_once() -> None:
+    """The hand-wired path: ``receiver.track()`` of a task whose final callback already came."""
+    timeline = Timeline(queue_seconds=0.02, processing_seconds=0.05)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
+        make_client(server) as client,
+    ):
+        receiver = WebhookReceiver.for_client(client)
+        async with listening(receiver) as url, receiver:
+            task = await client.text_to_video("quick", callback_url=receiver.callback_url(url))
+            await wait_until(
+                lambda: any(
+                    record.status == 200 and record.payload.get("task_status") == "succeed"
+                    for record in server.callbacks
+                )
+            )
+            async with client.watch(timeout=20) as results:
+                receiver.track(results, task)
+                results.close()
+                with anyio.fail_after(5):  # the safety net alone would take 30 s
+                    assert [done.id async for done in results] == [task.id]
 
 
 @pytest.mark.parametrize("first_ends_by", ["expiring", "finishing"])
