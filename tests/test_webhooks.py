@@ -112,6 +112,14 @@ async def wait_until(condition: Any, limit: float = 5.0) -> None:
             await anyio.sleep(0.005)
 
 
+def final_callback_delivered(server: FakeKlingServer) -> bool:
+    """Whether the emulator has delivered a "succeed" callback (and the receiver said 200)."""
+    return any(
+        record.status == 200 and record.payload.get("task_status") == "succeed"
+        for record in server.callbacks
+    )
+
+
 async def next_or_none(results: kling.Watcher, seconds: float) -> kling.Task | None:
     """The next finished task, or ``None`` if none comes within *seconds*."""
     with anyio.move_on_after(seconds):
@@ -204,13 +212,7 @@ async def test_two_watchers_of_one_task_both_hear_its_callback() -> None:
         listening(receiver) as url,
     ):
         receiver.public_url = url
-        async with kling.KlingClient(
-            api_key=API_KEY,
-            provider=kling.local_emulator(server.url),
-            retry=FAST_RETRY,
-            poll=SLOW_POLL,
-            webhook=receiver,
-        ) as client:
+        async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
             task = await client.text_to_video("Watched twice")
             async with client.watch(timeout=10) as first, client.watch(timeout=10) as second:
                 first.add(task)
@@ -277,14 +279,7 @@ async def test_a_final_callback_before_watch_is_not_lost() -> None:
         receiver.public_url = url
         async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
             task = await client.text_to_video("quick")
-
-            def final_callback_delivered() -> bool:
-                return any(
-                    record.status == 200 and record.payload.get("task_status") == "succeed"
-                    for record in server.callbacks
-                )
-
-            await wait_until(final_callback_delivered)  # it came before anyone watched
+            await wait_until(lambda: final_callback_delivered(server))  # before any watch
             with anyio.fail_after(5):  # the safety net alone would take 30 s
                 done = await client.wait(task, timeout=60)
             assert done.succeeded
@@ -300,12 +295,7 @@ async def test_track_after_an_early_final_callback_checks_at_once() -> None:
         receiver = WebhookReceiver.for_client(client)
         async with listening(receiver) as url, receiver:
             task = await client.text_to_video("quick", callback_url=receiver.callback_url(url))
-            await wait_until(
-                lambda: any(
-                    record.status == 200 and record.payload.get("task_status") == "succeed"
-                    for record in server.callbacks
-                )
-            )
+            await wait_until(lambda: final_callback_delivered(server))
             async with client.watch(timeout=20) as results:
                 receiver.track(results, task)
                 results.close()
