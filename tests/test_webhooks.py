@@ -112,6 +112,22 @@ async def wait_until(condition: Any, limit: float = 5.0) -> None:
             await anyio.sleep(0.005)
 
 
+@contextlib.asynccontextmanager
+async def hooked_client(
+    timeline: Timeline,
+) -> AsyncIterator[tuple[FakeKlingServer, WebhookReceiver, kling.KlingClient]]:
+    """An emulator, a receiver listening on 127.0.0.1, and a ``KlingClient(webhook=receiver)``
+    that polls so slowly (``SLOW_POLL``) that only callbacks can finish tasks within a test."""
+    receiver = WebhookReceiver(token=TOKEN)
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
+        listening(receiver) as url,
+    ):
+        receiver.public_url = url
+        async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
+            yield server, receiver, client
+
+
 def final_callback_delivered(server: FakeKlingServer) -> bool:
     """Whether the emulator has delivered a "succeed" callback (and the receiver said 200)."""
     return any(
@@ -206,20 +222,14 @@ async def test_client_with_webhook_fills_in_callbacks_and_tracks_by_them() -> No
 async def test_two_watchers_of_one_task_both_hear_its_callback() -> None:
     """A stream and a second watcher (say, client.wait) of the same task both get the result."""
     timeline = Timeline(queue_seconds=0.05, processing_seconds=0.15)
-    receiver = WebhookReceiver(token=TOKEN)
-    async with (
-        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
-        listening(receiver) as url,
-    ):
-        receiver.public_url = url
-        async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
-            task = await client.text_to_video("Watched twice")
-            async with client.watch(timeout=10) as first, client.watch(timeout=10) as second:
-                first.add(task)
-                second.add(task)
-                with anyio.fail_after(5):  # polling alone would take 30 s
-                    assert (await first.__anext__()).succeeded
-                    assert (await second.__anext__()).succeeded
+    async with hooked_client(timeline) as (_, _, client):
+        task = await client.text_to_video("Watched twice")
+        async with client.watch(timeout=10) as first, client.watch(timeout=10) as second:
+            first.add(task)
+            second.add(task)
+            with anyio.fail_after(5):  # polling alone would take 30 s
+                assert (await first.__anext__()).succeeded
+                assert (await second.__anext__()).succeeded
 
 
 async def test_a_watcher_left_early_does_not_hold_its_task_slot() -> None:
@@ -271,18 +281,12 @@ async def test_one_receiver_serves_successive_clients() -> None:
 async def test_a_final_callback_before_watch_is_not_lost() -> None:
     """A task that finished (and called back) between submit() and wait() is checked at once."""
     timeline = Timeline(queue_seconds=0.02, processing_seconds=0.05)
-    receiver = WebhookReceiver(token=TOKEN)
-    async with (
-        FakeKlingServer(api_key=API_KEY, timeline=timeline) as server,
-        listening(receiver) as url,
-    ):
-        receiver.public_url = url
-        async with make_client_with(server, receiver, poll=SLOW_POLL) as client:
-            task = await client.text_to_video("quick")
-            await wait_until(lambda: final_callback_delivered(server))  # before any watch
-            with anyio.fail_after(5):  # the safety net alone would take 30 s
-                done = await client.wait(task, timeout=60)
-            assert done.succeeded
+    async with hooked_client(timeline) as (server, _, client):
+        task = await client.text_to_video("quick")
+        await wait_until(lambda: final_callback_delivered(server))  # before any watch
+        with anyio.fail_after(5):  # the safety net alone would take 30 s
+            done = await client.wait(task, timeout=60)
+        assert done.succeeded
 
 
 async def test_track_after_an_early_final_callback_checks_at_once() -> None:
