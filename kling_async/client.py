@@ -14,13 +14,13 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, overload
 
 import anyio
 import attrs
 
 from . import wire
+from ._closing import AsyncClosing
 from .auth import AccessKeyAuth, ApiKeyAuth, Auth
 from .clock import Clock, SystemClock
 from .download import Downloader
@@ -102,7 +102,7 @@ def _build_auth(
     )
 
 
-class KlingClient:
+class KlingClient(AsyncClosing):
     """An async session with the Kling video API.
 
     Use it as an async context manager; all requests share one connection pool, one rate limiter
@@ -230,14 +230,6 @@ class KlingClient:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool. Safe to call twice."""

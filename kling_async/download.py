@@ -25,7 +25,6 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TypeAlias
 
 import aiohttp
@@ -34,6 +33,7 @@ import anyio.to_thread
 import attrs
 from yarl import URL
 
+from ._closing import AsyncClosing
 from .clock import Clock
 from .errors import ConfigurationError, DownloadError
 from .models import Task, Video
@@ -200,7 +200,7 @@ def _validator(response: aiohttp.ClientResponse) -> str | None:
     return response.headers.get("Last-Modified")
 
 
-class Downloader:
+class Downloader(AsyncClosing):
     """Streams result videos to disk, verified and resumable.
 
     Writes go through :func:`anyio.to_thread.run_sync` in blocks of about ``chunk_size`` bytes:
@@ -255,19 +255,6 @@ class Downloader:
         # Two downloads to the same file would share one .part file; the second waits instead.
         self._path_locks: dict[Path, anyio.Lock] = {}
         self._closed = False
-
-    async def __aenter__(self) -> Downloader:
-        """Return the downloader; its session is created on first use."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the downloader (see :meth:`aclose`)."""
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session if the downloader created it. Safe to call twice."""

@@ -25,13 +25,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 import attrs
 
+from ._closing import AsyncClosing
 from .errors import ConfigurationError
 
 __all__ = [
@@ -134,7 +134,7 @@ def _unknown_key(key: str) -> ConfigurationError:
     return ConfigurationError(f"the journal has no entry {key!r}; call record_intent first")
 
 
-class InMemoryJournal:
+class InMemoryJournal(AsyncClosing):
     """A :class:`Journal` kept in a dict: nothing survives the process.
 
     Args:
@@ -144,19 +144,6 @@ class InMemoryJournal:
     def __init__(self, *, now: Callable[[], float] = time.time) -> None:
         self._entries: dict[str, JournalEntry] = {}
         self._now = now
-
-    async def __aenter__(self) -> InMemoryJournal:
-        """Return the journal."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the journal."""
-        await self.aclose()
 
     async def record_intent(
         self, key: str, *, external_task_id: str, kind: str, request_json: str
@@ -328,7 +315,7 @@ def _prepare(connection: sqlite3.Connection, path: str, now: float) -> None:
     connection.execute("PRAGMA synchronous=FULL")
 
 
-class SqliteJournal:
+class SqliteJournal(AsyncClosing):
     """A :class:`Journal` in one SQLite file (WAL mode, ``synchronous=FULL``).
 
     Every write is one committed transaction, so a process killed at any instant leaves a
@@ -371,19 +358,6 @@ class SqliteJournal:
             functools.partial(_connect, text, now()), limiter=limiter
         )
         return cls(connection, limiter, text, now=now)
-
-    async def __aenter__(self) -> SqliteJournal:
-        """Return the journal."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the journal."""
-        await self.aclose()
 
     async def _run(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         connection = self._connection
