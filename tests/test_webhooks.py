@@ -128,6 +128,20 @@ async def hooked_client(
             yield server, receiver, client
 
 
+async def track_one(
+    client: kling.KlingClient,
+    receiver: WebhookReceiver,
+    url: str,
+    results: kling.Watcher,
+    prompt: str,
+) -> tuple[kling.Task, list[kling.Task]]:
+    """Submit one task with the receiver's callback URL, track it, and collect what is yielded."""
+    task = await client.text_to_video(prompt, callback_url=receiver.callback_url(url))
+    receiver.track(results, task)
+    results.close()
+    return task, [done async for done in results]
+
+
 def final_callback_delivered(server: FakeKlingServer) -> bool:
     """Whether the emulator has delivered a "succeed" callback (and the receiver said 200)."""
     return any(
@@ -155,10 +169,7 @@ async def test_callback_yields_within_100ms_of_arrival() -> None:
     ):
         receiver = TimedReceiver(confirm=client.get_task)
         async with listening(receiver) as url, receiver, client.watch(timeout=20) as results:
-            task = await client.text_to_video("A beach", callback_url=receiver.callback_url(url))
-            receiver.track(results, task)
-            results.close()
-            finished = [done async for done in results]
+            task, finished = await track_one(client, receiver, url, results, "A beach")
             yielded_at = time.monotonic()
         assert [done.id for done in finished] == [task.id]
         assert finished[0].succeeded
@@ -368,10 +379,7 @@ async def test_dropped_callback_is_caught_by_the_safety_net() -> None:
     ):
         receiver = WebhookReceiver.for_client(client)
         async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
-            task = await client.text_to_video("A beach", callback_url=receiver.callback_url(url))
-            receiver.track(results, task)
-            results.close()
-            finished = [done async for done in results]
+            task, finished = await track_one(client, receiver, url, results, "A beach")
         assert [done.id for done in finished] == [task.id]
         assert receiver.stats.received == 0
         assert server.callbacks
@@ -388,10 +396,7 @@ async def test_duplicate_deliveries_yield_once() -> None:
     ):
         receiver = WebhookReceiver.for_client(client)
         async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
-            task = await client.text_to_video("A beach", callback_url=receiver.callback_url(url))
-            receiver.track(results, task)
-            results.close()
-            finished = [done async for done in results]
+            task, finished = await track_one(client, receiver, url, results, "A beach")
             await wait_until(lambda: len(server.callbacks) >= 6)
         assert [done.id for done in finished] == [task.id]
         assert receiver.stats.confirmations == 1
@@ -408,10 +413,7 @@ async def test_new_style_payload_is_accepted() -> None:
     ):
         receiver = TimedReceiver(confirm=client.get_task)
         async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
-            task = await client.text_to_video("A beach", callback_url=receiver.callback_url(url))
-            receiver.track(results, task)
-            results.close()
-            finished = [done async for done in results]
+            task, finished = await track_one(client, receiver, url, results, "A beach")
         assert [done.id for done in finished] == [task.id]
         assert "succeeded" in [status for _, status in receiver.arrivals]
         assert receiver.stats.confirmations == 1
@@ -427,12 +429,7 @@ async def test_failed_task_arrives_by_callback() -> None:
     ):
         receiver = WebhookReceiver.for_client(client)
         async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
-            task = await client.text_to_video(
-                "FAIL please", callback_url=receiver.callback_url(url)
-            )
-            receiver.track(results, task)
-            results.close()
-            finished = [done async for done in results]
+            _, finished = await track_one(client, receiver, url, results, "FAIL please")
         assert len(finished) == 1
         assert finished[0].failed
         assert finished[0].status_msg == "content risk control"
