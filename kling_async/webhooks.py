@@ -8,15 +8,25 @@ unauthenticated, so a callback is treated as a *hint*:
   a request without it is refused (401/403) before the body is even parsed.
 * With a Kling webhook secret configured, Standard-Webhooks signatures are verified
   (:func:`verify_signature`); a verified terminal status is fed to the watcher directly.
-* A terminal status from an unsigned callback is confirmed with one GET, run in the background
-  (the request is answered first); the GET's answer is what the watcher sees.
-* Tasks tracked with :meth:`WebhookReceiver.track` are polled only every
+* A terminal status from an unsigned callback is confirmed with one request before the watcher
+  yields the task (the callback is answered first).
+* Tasks whose callbacks are expected are polled only every
   :attr:`~kling_async.PollPolicy.callback_interval` seconds, a safety net for lost callbacks.
 
 The core, :meth:`WebhookReceiver.handle`, knows no web framework. :func:`aiohttp_handler` serves
 it from ``aiohttp.web``; :mod:`kling_async.webhooks_asgi` from Starlette, FastAPI or any ASGI server.
 
-Example::
+The usual way: give the receiver to the client, which fills in ``callback_url`` and makes its
+watchers track such tasks by callback::
+
+    receiver = WebhookReceiver(public_url="https://example.com/kling/callback")
+    app.router.add_post("/kling/callback", aiohttp_handler(receiver))
+    async with KlingClient(webhook=receiver) as client:
+        task = await client.text_to_video("A beach")
+        done = await client.wait(task)
+
+Wired by hand instead (the receiver confirms with the client's ``get_task`` in its own task
+group)::
 
     receiver = WebhookReceiver.for_client(client)
     app.router.add_post("/kling/callback", aiohttp_handler(receiver))
