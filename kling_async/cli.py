@@ -310,12 +310,21 @@ def _console() -> Console:
     return Console(file=stream, force_terminal=False, no_color=True, width=200)
 
 
-def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
-    """Run *coroutine*, turning library errors into clear messages and exit codes."""
+def _resume_hint() -> str:
+    return "interrupted; run the same command again to resume"
+
+
+def _run(
+    coroutine: Coroutine[Any, Any, _T], *, on_interrupt: Callable[[], str] = _resume_hint
+) -> _T:
+    """Run *coroutine*, turning library errors into clear messages and exit codes.
+
+    *on_interrupt* says what Ctrl-C leaves behind; the default suits the journaled commands.
+    """
     try:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume", err=True)
+        click.echo(on_interrupt(), err=True)
         raise SystemExit(130) from None
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -389,18 +398,42 @@ def generate(
     except (ValueError, KlingError) as exc:
         raise click.UsageError(str(exc)) from None
     console = _console()
-    code = _run(_generate(connection, request, output, timeout, console))
+    submitted: list[str] = []
+
+    def interrupted() -> str:
+        # generate keeps no journal: running it again would pay for a second task.
+        if submitted:
+            task_id = submitted[0]
+            return (
+                f"interrupted; task {task_id} keeps running on the server: check it with "
+                f"kling-async status {task_id} (running generate again pays for a new task)"
+            )
+        return (
+            "interrupted while submitting; a task may have been created "
+            "(running generate again pays for a new one)"
+        )
+
+    code = _run(
+        _generate(connection, request, output, timeout, console, submitted),
+        on_interrupt=interrupted,
+    )
     ctx.exit(code)
 
 
 async def _generate(
-    connection: _Connection, request: TextToVideo, output: Path, timeout: float, console: Console
+    connection: _Connection,
+    request: TextToVideo,
+    output: Path,
+    timeout: float,
+    console: Console,
+    submitted: list[str],
 ) -> int:
     async with connection.client() as client:
         display = task_display(console, "generating")
         client.events.add(display.event)
         with display:
             task = await client.submit(request)
+            submitted.append(task.id)
             try:
                 done = await client.wait(task, timeout=timeout)
             except TaskFailedError as exc:

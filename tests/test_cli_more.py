@@ -16,8 +16,9 @@ import kling_async.cli
 import kling_async.testing
 import kling_async.testing.__main__
 from kling_async.cli import InputError, load_items, main
+from kling_async.events import Event, TaskSubmitted
 from kling_async.journal import JournalEntry
-from kling_async.progress import PlainBatchProgress
+from kling_async.progress import PlainBatchProgress, PlainTaskProgress
 from kling_async.testing import FakeKlingServer, Timeline
 
 from .cli_support import API_KEY, invoke
@@ -258,6 +259,37 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(
     assert second.exit_code == 0, second.output
     assert "1 succeeded" in second.output
     assert emulator.stats.routes["create"] == 1
+
+
+class _InterruptOnSubmit(PlainTaskProgress):
+    """A plain task display that presses Ctrl-C as soon as the task is created."""
+
+    def event(self, event: Event) -> None:
+        super().event(event)
+        if isinstance(event, TaskSubmitted):
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_during_generate_names_the_running_task(
+    emulator: FakeKlingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate keeps no journal: Ctrl-C says which task keeps running, not "run it again"."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("asyncio.run turns SIGINT into a cancellation only over the default handler")
+    emulator.timeline = SLOW
+
+    def interrupting(console: Console, title: str) -> PlainTaskProgress:
+        stream: IO[str] = console.file
+        return _InterruptOnSubmit(stream)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kling_async.cli, "task_display", interrupting)
+        result = invoke([*_connect(emulator), "generate", "a cat"])
+    assert result.exit_code == 130
+    (task_id,) = emulator.tasks
+    assert f"task {task_id} keeps running" in result.output
+    assert f"kling-async status {task_id}" in result.output
+    assert "run the same command again" not in result.output
 
 
 def test_verbose_lets_library_logs_through(
