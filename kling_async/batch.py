@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import attrs
 
 from . import wire
 from .client import KlingClient
+from .download import safe_stem
 from .errors import (
     AccountError,
     APIConnectionError,
@@ -73,7 +73,6 @@ EntryCallback = Callable[[JournalEntry], None]
 _T = TypeVar("_T")
 _READ_RETRIES = 3
 _TRANSIENT = (ResponseParseError, APIConnectionError, ServerError, RateLimitError)
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_STEM = 120
 # Errors after which every further request would fail the same way: stop the batch instead of
 # recording hundreds of identical failures (the journal keeps everything for a re-run).
@@ -90,7 +89,7 @@ def file_name_for_key(key: str) -> str:
         >>> file_name_for_key("line-0001")
         'line-0001.mp4'
     """
-    stem = _UNSAFE_CHARS.sub("_", key).lstrip(".")[:_MAX_STEM]
+    stem = safe_stem(key, _MAX_STEM)
     if stem != key or not stem:
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
         stem = f"{stem or 'item'}-{digest}"

@@ -39,7 +39,7 @@ from .errors import ConfigurationError, DownloadError
 from .models import Task, Video
 from .retry import RetryPolicy, parse_retry_after
 
-__all__ = ["Downloader", "Refresh"]
+__all__ = ["Downloader", "Refresh", "safe_stem"]
 
 Refresh: TypeAlias = Callable[[Task], Awaitable[Task]]
 """Fetch a task again, so that its video URLs are fresh."""
@@ -108,11 +108,20 @@ def _check_id(what: str, value: str) -> None:
         raise DownloadError(f"refusing {what} {value!r}: it is not a plain name")
 
 
+def safe_stem(text: str, max_length: int = _MAX_NAME) -> str:
+    """*text* as a file-name stem: only ``A-Za-z0-9._-``, no leading dot, at most *max_length*.
+
+    Examples:
+        >>> safe_stem("../etc/passwd")
+        '_etc_passwd'
+    """
+    return _UNSAFE_CHARS.sub("_", text).lstrip(".")[:max_length]
+
+
 def _file_name(task: Task, video: Video, watermark: bool) -> str:
     _check_id("task id", task.id)
     _check_id("video id", video.id)
-    stem = _UNSAFE_CHARS.sub("_", f"{task.id}-{video.id}{'-wm' if watermark else ''}")
-    stem = stem[:_MAX_NAME].lstrip(".") or "video"
+    stem = safe_stem(f"{task.id}-{video.id}{'-wm' if watermark else ''}") or "video"
     return f"{stem}.mp4"
 
 
@@ -484,8 +493,7 @@ class Downloader(AsyncClosing):
         elif status == 200:
             # The server ignored the Range (or If-Range saw a changed file): start over.
             start = 0
-            length = response.content_length
-            total = length if length is not None else None
+            total = response.content_length
             target.validator = _validator(response)
         else:
             raise DownloadError(f"{_safe_url(url)} answered HTTP {status}")
