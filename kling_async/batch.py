@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +36,7 @@ import anyio.to_thread
 import attrs
 
 from . import wire
-from .client import KlingClient
+from .client import KlingClient, new_external_task_id
 from .download import safe_stem
 from .errors import (
     AccountError,
@@ -336,7 +335,7 @@ class Batch:
     ) -> None:
         kind = kind_for_request(request)
         if entry is None:
-            ext_id = request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
+            ext_id = request.external_task_id or new_external_task_id()
             # The intent is durable before the create leaves: after a crash the re-run knows
             # which external_task_id to look for.
             entry = await self._journal.record_intent(

@@ -27,7 +27,7 @@ import click
 from rich.console import Console
 
 from .batch import Batch, BatchResult
-from .client import KlingClient
+from .client import ENV_BASE_URL, KlingClient
 from .errors import (
     ConfigurationError,
     KlingError,
@@ -50,7 +50,6 @@ __all__ = ["InputError", "cli", "load_items", "main"]
 _T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_ENV_BASE_URL = "KLING_BASE_URL"
 _JOURNAL_NAME = ".kling-journal.sqlite3"
 _REQUEST_FIELDS = frozenset(field.name for field in attrs.fields(TextToVideo))
 _BOOL_FIELDS = frozenset({"watermark", "multi_shot"})
@@ -247,10 +246,10 @@ class _Connection:
         """The provider, and the base URL to hand to the client (``None``: the provider's)."""
         name = self.provider or "cometapi"
         if name == "emulator":
-            base = self.base_url or os.environ.get(_ENV_BASE_URL)
+            base = self.base_url or os.environ.get(ENV_BASE_URL)
             if not base:
                 raise click.UsageError(
-                    f"--provider emulator needs --base-url (or ${_ENV_BASE_URL}): the URL the "
+                    f"--provider emulator needs --base-url (or ${ENV_BASE_URL}): the URL the "
                     "emulator printed"
                 )
             if not base.startswith(("http://", "https://")):
@@ -285,7 +284,7 @@ def _connection_options(function: _F) -> _F:
         click.option("--api-key", help="CometAPI or Kling API key (default: $COMETAPI_KEY)."),
         click.option("--access-key", help="Kling access key (default: $KLING_ACCESS_KEY)."),
         click.option("--secret-key", help="Kling secret key (default: $KLING_SECRET_KEY)."),
-        click.option("--base-url", help=f"Another API host (default: ${_ENV_BASE_URL})."),
+        click.option("--base-url", help=f"Another API host (default: ${ENV_BASE_URL})."),
         click.option(
             "--provider",
             type=click.Choice(["cometapi", "kling", "emulator"]),

@@ -53,14 +53,15 @@ from .validation import RequestLimits
 from .watch import Watcher
 from .webhooks import WebhookReceiver
 
-__all__ = ["KlingClient"]
+__all__ = ["ENV_BASE_URL", "KlingClient", "new_external_task_id"]
 
 logger = logging.getLogger("kling_async.client")
 
 _ENV_API_KEY = "COMETAPI_KEY"
 _ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
 _ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
-_ENV_BASE_URL = "KLING_BASE_URL"
+ENV_BASE_URL = "KLING_BASE_URL"
+"""The environment variable ``KlingClient`` (and the CLI) read a base URL from."""
 _REFRESH_BATCH = 20
 _LIST_PAGE_SIZE = 500
 _LIST_MAX_PAGES = 4
@@ -166,7 +167,7 @@ class KlingClient(AsyncClosing):
         webhook: WebhookReceiver | None = None,
     ) -> None:
         resolved = _provider_named(provider) if isinstance(provider, str) else provider
-        base_url = base_url or os.environ.get(_ENV_BASE_URL)
+        base_url = base_url or os.environ.get(ENV_BASE_URL)
         if base_url is not None:
             if not base_url.startswith(("http://", "https://")):
                 raise ConfigurationError(
@@ -430,7 +431,7 @@ class KlingClient(AsyncClosing):
             elif request.callback_url != callback:
                 callback = None  # the caller's own endpoint: no callback for our receiver
         self.limits.check(request)
-        ext_id = external_task_id or request.external_task_id or f"kling-async-{uuid.uuid4().hex}"
+        ext_id = external_task_id or request.external_task_id or new_external_task_id()
         body = wire.request_body(request, external_task_id=ext_id)
         await self._acquire_slot()
         slot = _HeldSlot()
@@ -760,6 +761,11 @@ class _HeldSlot:
 
     def __init__(self) -> None:
         self.held = True
+
+
+def new_external_task_id() -> str:
+    """A fresh ``external_task_id``: what lets an ambiguous create be looked up, not repeated."""
+    return f"kling-async-{uuid.uuid4().hex}"
 
 
 def _ambiguous(error: KlingError) -> bool:

@@ -242,16 +242,17 @@ class WebhookReceiver:
             the receiver (its event subscription ends when its ``async with`` block does).
         """
         receiver = cls(confirm=client.get_task, **options)
-        client.events.add(receiver.observe)
-        receiver._unsubscribe = lambda: client.events.remove(receiver.observe)
+        receiver.bind(client)
+        receiver._unsubscribe = lambda: receiver.unbind(client)
         return receiver
 
     def bind(self, client: KlingClient) -> None:
         """Forget tasks as *client* sees them finish (``KlingClient(webhook=...)`` calls this).
 
-        A receiver bound this way needs no ``async with`` of its own: an unsigned final status
-        asks the watcher to check the task at once (one GET, through the client's scheduler,
-        rate limiter and checks in flight) instead of confirming it in the receiver.
+        A receiver made without ``confirm`` (or not inside its ``async with``) needs no task
+        group of its own: an unsigned final status asks the watcher to check the task at once,
+        through the client's scheduler, rate limiter and checks in flight. One made with
+        ``confirm`` and running confirms the status itself.
 
         Args:
             client: the client to follow.
@@ -265,11 +266,6 @@ class WebhookReceiver:
             client: a client passed to :meth:`bind` before.
         """
         client.events.remove(self.observe)
-
-    @property
-    def running(self) -> bool:
-        """``True`` inside the receiver's ``async with`` block (confirmations can run)."""
-        return self._group is not None
 
     def __repr__(self) -> str:
         signed = "signed" if self._signing else "unsigned"
