@@ -342,10 +342,8 @@ class PlainBatchProgress:
     def event(self, event: Event) -> None:
         """See :meth:`BatchDisplay.event`."""
         self.tally.count(event)
-        if isinstance(event, RateLimited):
-            self._line(f"rate-limited: pausing {event.delay:.1f}s")
-        elif isinstance(event, ConcurrencyLimited):
-            self._line(f"too many tasks running: using at most {event.limit} slot(s)")
+        if isinstance(event, RateLimited | ConcurrencyLimited):
+            self._line(str(_task_event_text(event)))
 
 
 def batch_display(
@@ -390,7 +388,21 @@ def _task_event_text(event: Event) -> str | None:
     return None
 
 
-class RichTaskProgress(_Live):
+class _TaskEvents:
+    """Shows each client event of interest as a note (see :func:`_task_event_text`)."""
+
+    def note(self, text: str) -> None:
+        """Show *text*."""
+        raise NotImplementedError
+
+    def event(self, event: Event) -> None:
+        """See :meth:`TaskDisplay.event`."""
+        text = _task_event_text(event)
+        if text is not None:
+            self.note(text)
+
+
+class RichTaskProgress(_TaskEvents, _Live):
     """A spinner with the task's latest state, for a terminal.
 
     Args:
@@ -409,18 +421,12 @@ class RichTaskProgress(_Live):
         )
         self._task = self._progress.add_task(title, total=None, detail="submitting")
 
-    def event(self, event: Event) -> None:
-        """See :meth:`TaskDisplay.event`."""
-        text = _task_event_text(event)
-        if text is not None:
-            self.note(text)
-
     def note(self, text: str) -> None:
         """See :meth:`TaskDisplay.note`."""
         self._progress.update(self._task, detail=text)
 
 
-class PlainTaskProgress:
+class PlainTaskProgress(_TaskEvents):
     """Plain log lines for one task: one line per change of state.
 
     Args:
@@ -442,12 +448,6 @@ class PlainTaskProgress:
         tb: TracebackType | None,
     ) -> None:
         """Nothing to stop."""
-
-    def event(self, event: Event) -> None:
-        """See :meth:`TaskDisplay.event`."""
-        text = _task_event_text(event)
-        if text is not None:
-            self.note(text)
 
     def note(self, text: str) -> None:
         """See :meth:`TaskDisplay.note`; repeated lines (polls without news) are dropped."""
