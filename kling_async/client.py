@@ -121,8 +121,9 @@ class KlingClient(AsyncClosing):
         limits: request limits checked before sending; defaults to the provider's.
         retry: the retry policy for transient failures.
         rate: requests per second (with burst) shared by every request this client sends
-            (default :data:`DEFAULT_RATE`); ``None`` for no pacing. A 429 pauses every request
-            of the client for one shared cool-down either way.
+            (default :data:`DEFAULT_RATE`); a 429 then pauses every request of the client for
+            one shared cool-down. ``None`` for no pacing: a 429 is then retried with each
+            request's own back-off.
         max_active_tasks: how many submitted-but-unfinished tasks may exist at once (Kling's
             per-account concurrency); ``submit`` waits for a free slot.
         poll: how often the scheduler checks tasks.
@@ -519,15 +520,12 @@ class KlingClient(AsyncClosing):
                 error: KlingError = exc
                 now = self.clock.now()
                 first_1303 = now if first_1303 is None else first_1303
+                # Shrink first, while this submission still holds its slot: a slot released into
+                # the old limit would go straight to the next waiter, to meet a 1303 of its own.
+                self.slots.on_concurrency_limited()
                 limit = self.retry.max_concurrency_wait
                 if limit is not None and now - first_1303 >= limit:
-                    # Still shrink the pool, so the submitters queued behind do not each meet a
-                    # 1303 of their own; submit() releases this slot on the way out.
-                    self.slots.on_concurrency_limited()
-                    raise
-                # Shrink first: a slot released into the old limit would go straight to the
-                # next waiter, to meet a 1303 of its own.
-                self.slots.on_concurrency_limited()
+                    raise  # submit() releases the slot on the way out
                 self.slots.release()
                 slot.held = False
                 await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
@@ -536,10 +534,11 @@ class KlingClient(AsyncClosing):
                 else:
                     # The slot limit just shrank to what is running: waiting for a slot is part
                     # of the wait that the cap bounds.
-                    with anyio.move_on_after(max(0.0, first_1303 + limit - self.clock.now())):
+                    with anyio.move_on_after(
+                        max(0.0, first_1303 + limit - self.clock.now())
+                    ) as wait:
                         await self._acquire_slot()
-                        slot.held = True
-                    if not slot.held:
+                    if wait.cancelled_caught:
                         raise
                 slot.held = True
                 retries += 1
@@ -632,7 +631,6 @@ class KlingClient(AsyncClosing):
         items = list(requests)
         for request in items:
             self.limits.check(request)
-        results: list[Task | KlingError] = []
         gate = anyio.CapacityLimiter(max(1, concurrency))
 
         outcomes: dict[int, Task | KlingError] = {}
@@ -647,7 +645,7 @@ class KlingClient(AsyncClosing):
         async with anyio.create_task_group() as group:
             for index, request in enumerate(items):
                 group.start_soon(one, index, request)
-        results = [outcomes[index] for index in range(len(items))]
+        results: list[Task | KlingError] = [outcomes[index] for index in range(len(items))]
         if return_exceptions:
             return results
         errors = [

@@ -167,9 +167,9 @@ class PollPolicy:
         """Return the seconds to wait before the next check.
 
         The gap grows with the number of checks already made: ``first_delay`` before the first,
-        ``min_interval`` after it, then times *backoff* per check up to *max_interval*. For a
-        task tracked since long ago (resumed batches) the gap is also at least a tenth of its
-        age, so old tasks start at a relaxed pace. Jitter is applied last.
+        ``min_interval`` after it, then times *backoff* per check up to *max_interval*. After the
+        first check the gap is also at least a tenth of *age* (capped at *max_interval*), so a
+        task that has been tracked for long is checked at a relaxed pace. Jitter is applied last.
 
         Args:
             age: seconds since the task was first tracked.
@@ -274,8 +274,9 @@ class PollScheduler:
             fetch: returns one task's current state.
             policy: check timing and concurrency; ``PollPolicy()`` when omitted.
             clock: the time source; :class:`~kling_async.clock.SystemClock` when omitted.
-            batch_fetch: returns many tasks' states in one call; used when two or more
-                batchable tasks are due together.
+            batch_fetch: returns many tasks' states in one call; used for batchable tasks
+                while two or more tasks are tracked (even for one due task: its answer also
+                covers the others).
             batch_size: the most tasks per *batch_fetch* call.
             events: receives :class:`~kling_async.events.TaskPolled`,
                 :class:`~kling_async.events.Retrying`, :class:`~kling_async.events.TaskFinished`
@@ -307,7 +308,6 @@ class PollScheduler:
         self._seen: set[str] = set()
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
-        self._in_flight = 0
 
         self._results: deque[Task] = deque()
         self._expired: list[Task] = []
@@ -524,22 +524,20 @@ class PollScheduler:
             worker.wakeup.set()
         if not self._idle:
             return None
-        # Drop stale items so the sleep below targets a real check.
-        while self._heap and self._heap[0][1] != self._heap[0][2].heap_seq:
-            heapq.heappop(self._heap)
+        # _take_job() found nothing due, so the top of the heap is a real check (or none).
         return self._heap[0][0] if self._heap else None
 
     def _take_job(self, now: float) -> list[_Entry] | None:
         """Pop the next check that is due at *now*: one task, or a batch for ``batch_fetch``.
 
-        Counts it as in flight; returns ``None`` when nothing is due or none may start.
+        Returns ``None`` when nothing is due (stale heap items on top are dropped on the way,
+        so the top is then the next real check). At most ``max_in_flight`` checks run at once
+        because that is how many workers take them.
         """
-        if self._in_flight >= self._policy.max_in_flight:
-            return None
         batch: list[_Entry] = []
         while self._heap:
             due_at, seq, entry = self._heap[0]
-            if seq != entry.heap_seq or entry.in_flight:
+            if seq != entry.heap_seq:
                 heapq.heappop(self._heap)
                 continue
             if due_at > now:
@@ -553,10 +551,7 @@ class PollScheduler:
             batch.append(entry)
             if not joins_batch or len(batch) == self._batch_size:
                 break
-        if not batch:
-            return None
-        self._in_flight += 1
-        return batch
+        return batch or None
 
     async def _worker(self) -> None:
         """Run checks one after another; park when nothing is due."""
@@ -567,7 +562,6 @@ class PollScheduler:
                 await self._let_others_run()
             job = self._take_job(self._clock.now())
             if job is None:
-                slot.job = None
                 slot.wakeup = anyio.Event()
                 self._idle.append(slot)
                 if self._sleep_until == math.inf:
@@ -657,7 +651,6 @@ class PollScheduler:
             self._check_done(entries)
 
     def _check_done(self, entries: list[_Entry]) -> None:
-        self._in_flight -= 1
         for entry in entries:
             if entry.in_flight:
                 # Interrupted (cancelled) before an answer: check again as soon as possible.
