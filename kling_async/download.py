@@ -470,7 +470,7 @@ class Downloader(AsyncClosing):
         if status in _EXPIRED:
             raise _ExpiredError(status)
         if status in _TRANSIENT or status >= 500:
-            retry_after = parse_retry_after(dict(response.headers))
+            retry_after = parse_retry_after(response.headers)
             raise _TransientError(f"HTTP {status}", retry_after=retry_after)
         if status == 416:
             # Nothing left after our offset: either the .part is already whole, or it is longer

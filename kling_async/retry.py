@@ -8,6 +8,7 @@ timeouts, HTTP 408/429/5xx and Kling codes 1302/1303/5000-5002. A create is neve
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -111,7 +112,7 @@ def needs_new_token(error: BaseException) -> bool:
 
 
 def parse_retry_after(
-    headers: dict[str, str] | None, *, now: datetime | None = None
+    headers: Mapping[str, str] | None, *, now: datetime | None = None
 ) -> float | None:
     """Read ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) as seconds.
 

@@ -124,7 +124,7 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
                 status=status,
                 code=None,
                 message=f"HTTP {status} with a non-JSON body: {_excerpt(body)!r}",
-                retry_after=parse_retry_after(dict(headers)),
+                retry_after=parse_retry_after(headers),
             )
         raise ResponseParseError("expected a JSON object", where=where, excerpt=_excerpt(body))
     error = _error_from(payload, status, headers)
@@ -142,7 +142,7 @@ def _error_from(
 ) -> APIError | None:
     gateway = payload.get("error")
     if isinstance(gateway, dict):
-        retry_after = parse_retry_after(dict(headers))
+        retry_after = parse_retry_after(headers)
         message = str(gateway.get("message") or gateway.get("type") or "gateway error")
         found = _REQUEST_ID_IN_MESSAGE.search(message)
         raw_code = gateway.get("code")
@@ -157,7 +157,7 @@ def _error_from(
     code = _normalise_code(raw_code)
     if code == 0 and status < 400:
         return None  # the hot path: no Retry-After to read
-    retry_after = parse_retry_after(dict(headers))
+    retry_after = parse_retry_after(headers)
     request_id = payload.get("request_id")
     return error_for_response(
         status=status if status >= 400 else 400,
