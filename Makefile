@@ -13,18 +13,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# lint-imports checks the import layers of pyproject.toml's [tool.importlinter] (docs/concepts.md
+# draws them); --no-cache leaves no cache directory in the tree.
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict kling_async
+	$(BIN)/lint-imports --no-cache
 
 test: check
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report
 
+# make demo DEMO_ARGS="--dialect new-api" runs it against the emulated new-api gateway.
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	$(BIN)/kling-async demo
+	$(BIN)/kling-async demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -53,6 +53,21 @@ def make_client(
     )
 
 
+def scaled_policy(policy: kling.PollPolicy, scale: float) -> kling.PollPolicy:
+    """*policy* with every time field multiplied by *scale*."""
+    expected = policy.expected
+    return attrs.evolve(
+        policy,
+        first_delay=policy.first_delay * scale,
+        min_interval=policy.min_interval * scale,
+        max_interval=policy.max_interval * scale,
+        callback_interval=policy.callback_interval * scale,
+        list_interval=policy.list_interval * scale,
+        detect_gap=policy.detect_gap * scale,
+        expected=None if expected is None else (expected[0] * scale, expected[1] * scale),
+    )
+
+
 def prompts(count: int, prefix: str = "bench") -> list[kling.TextToVideo]:
     """*count* distinct text-to-video requests."""
     return [

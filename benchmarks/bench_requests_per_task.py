@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 import attrs
-from _common import API_KEY, make_client, percentile, print_grid, prompts, verdict
+from _common import API_KEY, make_client, percentile, print_grid, prompts, scaled_policy, verdict
 
 import kling_async as kling
 from kling_async.testing import FakeKlingServer, FakeTask, Timeline
@@ -41,18 +41,6 @@ from kling_async.testing import FakeKlingServer, FakeTask, Timeline
 TARGET_RATIO = 20.0
 BASELINE_INTERVAL = 10.0
 """The naive loop's fixed poll interval, in real (unscaled) seconds."""
-
-
-def scaled_policy(policy: kling.PollPolicy, scale: float) -> kling.PollPolicy:
-    """*policy* with every time field multiplied by *scale*."""
-    return attrs.evolve(
-        policy,
-        first_delay=policy.first_delay * scale,
-        min_interval=policy.min_interval * scale,
-        max_interval=policy.max_interval * scale,
-        callback_interval=policy.callback_interval * scale,
-        list_interval=policy.list_interval * scale,
-    )
 
 
 TUNED = kling.PollPolicy(first_delay=55.0, min_interval=10.0, max_interval=10.0, jitter=0.0)

@@ -1,15 +1,15 @@
-"""Generate a batch of videos with a progress bar, resumably.
+"""Generate a batch of videos with a progress bar, resumably, with ``kling_async.batch.Batch``.
 
-Every prompt is recorded in a SQLite journal *before* its create request is sent, together with
-the ``external_task_id`` the create will carry. Run the script again after a crash (or Ctrl-C) and
-it re-attaches to the tasks it already created instead of paying for them twice.
+``Batch`` records each prompt in a SQLite journal *before* its create request is sent, with the
+``external_task_id`` the create carries. Run the script again after a crash (or Ctrl-C) and it
+re-attaches to the tasks it already created instead of paying for them twice.
 
 By default it starts the built-in emulator in-process, so it runs without an API key::
 
     python examples/batch_with_progress.py --out out/ --count 12
 
 With ``--real`` it uses the real API and ``$COMETAPI_KEY``; give it your prompts with ``--prompts
-FILE`` (one per line). Real videos cost money.
+FILE`` (one per line). Real videos cost money. ``kling-async batch`` is the same as a command.
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import anyio
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
 
 import kling_async as kling
-from kling_async.events import Event, Retrying, TaskSubmitted
-from kling_async.journal import JournalEntry, SqliteJournal
+from kling_async.batch import Batch, BatchResult
+from kling_async.journal import SqliteJournal
+from kling_async.progress import batch_display, summary_table
 from kling_async.testing import FakeKlingServer, Timeline
 
 SUBJECTS = ("a red fox", "a paper boat", "a hot-air balloon", "a lighthouse", "a koi pond")
@@ -41,7 +40,7 @@ def demo_prompts(count: int) -> list[str]:
 async def open_client(*, real: bool) -> AsyncIterator[kling.KlingClient]:
     """A client for the real API, or for a fresh emulator with 4 task slots per account.
 
-    The emulator fails about one task in ten ("generation failed"), as the real service sometimes
+    The emulator fails one task in ten ("generation failed"), as the real service sometimes
     does; those end up ``failed`` in the journal.
     """
     if real:
@@ -61,95 +60,30 @@ async def open_client(*, real: bool) -> AsyncIterator[kling.KlingClient]:
         yield client
 
 
-async def attach(
-    client: kling.KlingClient, journal: SqliteJournal, entry: JournalEntry
-) -> kling.Task | None:
-    """Return the task for a journal entry: re-attached if it exists, else newly submitted."""
-    if entry.task_id is not None:  # created in an earlier run: just look at it again
-        task = await client.get_task(entry.task_id, entry.kind)
-        client.adopt(task)  # an unfinished task holds one of the account's task slots
-        return task
-    # "pending" or "uncertain": a create may have reached the server before we crashed.
-    found = await client.find_by_external_id(entry.external_task_id, entry.kind)
-    if found is not None:
-        client.adopt(found)
-    else:
-        request = kling.TextToVideo(**json.loads(entry.request_json))
-        try:
-            found = await client.submit(request, external_task_id=entry.external_task_id)
-        except kling.SubmitUncertainError as exc:
-            await journal.record_status(entry.key, "uncertain", error=str(exc))
-            return None
-        except kling.KlingError as exc:
-            await journal.record_status(entry.key, "failed", error=str(exc))
-            return None
-    await journal.record_created(entry.key, found.id)
-    return found
-
-
 async def run_batch(
-    client: kling.KlingClient, prompts: Sequence[str], out_dir: str | Path, journal_path: str | Path
-) -> dict[str, str]:
-    """Run (or resume) the batch; return ``{key: status}`` as the journal has it at the end."""
-    out = Path(out_dir)  # must exist
+    client: kling.KlingClient,
+    prompts: Sequence[str],
+    out_dir: str | Path,
+    journal_path: str | Path,
+    *,
+    console: Console | None = None,
+) -> BatchResult:
+    """Run (or resume) the batch: a video per prompt, saved as ``OUT/line-NNNN.mp4``."""
+    # Keys name the journal entries and the files; from the line number, they stay the same
+    # when the script runs again, which is what lets it resume.
+    items = [
+        (f"line-{number:04d}", kling.TextToVideo(prompt=prompt, aspect_ratio="16:9"))
+        for number, prompt in enumerate(prompts, start=1)
+    ]
+    console = console or Console()
     async with await SqliteJournal.open(journal_path) as journal:
-        # 1. Record every intent first; a key already in the journal keeps its external id.
-        for number, prompt in enumerate(prompts, start=1):
-            body = {"prompt": prompt, "duration": "5", "aspect_ratio": "16:9"}
-            await journal.record_intent(
-                f"line-{number}",
-                external_task_id=f"batch-demo-{number:05d}",
-                kind="text2video",
-                request_json=json.dumps(body),
-            )
-        entries = {entry.key: entry for entry in await journal.entries()}
-        todo = [e for e in entries.values() if e.status not in ("downloaded", "failed")]
-        keys_by_task: dict[str, str] = {}
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns) as progress:
-            done_bar = progress.add_task("finished", total=len(todo))
-            retries = 0
-
-            def on_event(event: Event) -> None:
-                nonlocal retries
-                if isinstance(event, TaskSubmitted):
-                    progress.console.log(f"submitted {event.task.id}")
-                elif isinstance(event, Retrying):
-                    retries += 1
-
-            client.events.add(on_event)
-            async with client.watch(timeout=3600) as results:
-
-                async def start(entry: JournalEntry) -> None:
-                    task = await attach(client, journal, entry)
-                    if task is None:
-                        progress.advance(done_bar)
-                        return
-                    keys_by_task[task.id] = entry.key
-                    results.add(task)
-
-                async with anyio.create_task_group() as group:
-                    for entry in todo:
-                        group.start_soon(start, entry)
-                results.close()
-
-                async for task in results:
-                    key = keys_by_task[task.id]
-                    if task.failed:
-                        await journal.record_status(key, "failed", error=task.status_msg)
-                    else:
-                        await journal.record_status(key, "succeed")
-                        path = await client.download(task, out)
-                        await journal.record_download(key, str(path))
-                    progress.advance(done_bar)
-            progress.console.log(f"retries: {retries}")
-        return {entry.key: entry.status for entry in await journal.entries()}
+        display = batch_display(console, len(items))
+        client.events.add(display.event)  # rate limits, retries and slot waits
+        with display:
+            batch = Batch(client, journal, Path(out_dir), on_entry=display.entry)
+            result = await batch.run(items)
+    console.print(summary_table(result.entries))
+    return result
 
 
 async def run(
@@ -159,7 +93,7 @@ async def run(
     count: int = 12,
     real: bool = False,
     journal_path: str | Path | None = None,
-) -> dict[str, str]:
+) -> BatchResult:
     """Open a client and run the batch; the journal defaults to ``<out_dir>/batch.journal``."""
     prompts = list(prompts) if prompts is not None else demo_prompts(count)
     journal_path = journal_path or Path(out_dir) / "batch.journal"
@@ -181,14 +115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prompts is not None:
         lines = args.prompts.read_text(encoding="utf-8").splitlines()
         prompts = [line.strip() for line in lines if line.strip()]
-    statuses = asyncio.run(
-        run(args.out, prompts=prompts, count=args.count, real=args.real, journal_path=args.journal)
+    try:
+        result = asyncio.run(
+            run(
+                args.out,
+                prompts=prompts,
+                count=args.count,
+                real=args.real,
+                journal_path=args.journal,
+            )
+        )
+    except kling.KlingError as exc:  # bad credentials, a changed input file: one line
+        print(f"error: {exc}")
+        return 1
+    print(
+        f"summary: {result.succeeded} downloaded, {result.failed} failed, "
+        f"{result.uncertain} uncertain, {result.incomplete} unfinished"
     )
-    summary = {
-        status: list(statuses.values()).count(status) for status in sorted(set(statuses.values()))
-    }
-    print("summary:", ", ".join(f"{n} {status}" for status, n in summary.items()))
-    return 0 if set(statuses.values()) <= {"downloaded"} else 1
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ Run it (the API key from ``$COMETAPI_KEY``; the public URL is where Kling can re
 
 Set ``KLING_CALLBACK_TOKEN`` (16+ characters) to keep the callback URL valid across restarts, and
 ``KLING_WEBHOOK_SECRET`` if a webhook secret is configured in the Kling console (direct API only).
+
+Optional OpenTelemetry: with ``pip install "kling-async[otel]"`` and ``KLING_OTEL=1`` the client is
+instrumented (``kling_async.otel.instrument``) on the global providers, which your usual SDK
+setup configures, e.g. ``opentelemetry-instrument uvicorn examples.fastapi_app:app`` with the
+``opentelemetry-distro`` and ``opentelemetry-instrumentation-fastapi`` packages. Each
+``POST /videos`` request's span is then the parent of its task's span, and the task's status
+checks, callbacks and result join that trace.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 import kling_async as kling
+from kling_async.log_redaction import redact_access_logs
 from kling_async.webhooks import WebhookReceiver
 from kling_async.webhooks_asgi import starlette_route
 
@@ -119,6 +127,7 @@ def create_app(
     client_factory: Callable[[WebhookReceiver], kling.KlingClient] | None = None,
     token: str | None = None,
     signing_secret: str | None = None,
+    telemetry: Callable[[kling.KlingClient], object] | None = None,
 ) -> FastAPI:
     """Build the app; nothing touches the network until its lifespan starts.
 
@@ -129,11 +138,15 @@ def create_app(
             when omitted.
         token: the callback token; ``$KLING_CALLBACK_TOKEN``, else a random one.
         signing_secret: the Kling webhook secret; ``$KLING_WEBHOOK_SECRET`` when omitted.
+        telemetry: called with the client once it exists, to instrument it; when omitted and
+            ``$KLING_OTEL`` is set, ``kling_async.otel.instrument`` (global providers).
 
     Returns:
         the FastAPI application.
     """
     base = (public_url or os.environ.get("KLING_PUBLIC_URL", "")).rstrip("/")
+    # uvicorn's access log prints "POST /kling/callback?token=..."; the token is a secret.
+    redact_access_logs()
     state = _State()
     finished = Finished()
 
@@ -141,6 +154,11 @@ def create_app(
         return kling.KlingClient(webhook=receiver)
 
     make_client = client_factory or default_client
+    if telemetry is None and os.environ.get("KLING_OTEL"):
+        # Imported only when asked for: the otel extra is optional.
+        from kling_async.otel import instrument
+
+        telemetry = instrument
     # The route needs the receiver before the client exists (the client is made in the
     # lifespan); the client, given it as webhook=, fills in callback URLs, and its watcher
     # checks a task as soon as its callback says it finished.
@@ -166,6 +184,8 @@ def create_app(
             client.watch(task_timeout=3600) as results,
             anyio.create_task_group() as group,
         ):
+            if telemetry is not None:
+                telemetry(client)
             state.client, state.results = client, results
             group.start_soon(pump, results)
             try:

@@ -8,6 +8,17 @@ Example::
         task = await client.text_to_video("A beach at sunset", aspect_ratio="9:16")
         done = await client.wait(task, timeout=900)
         path = await client.download(done, "out/")
+
+The names here (``__all__``) are what a program needs: the client, requests and tasks,
+batches and their journals, configuration and the errors. Everything else stays in its
+documented submodule, for instance:
+
+* ``kling_async.testing``: the emulator (``FakeKlingServer``) and ``FakeClock``, for tests;
+* ``kling_async.events``: the event classes a sink receives;
+* ``kling_async.limiter``, ``kling_async.slots``, ``kling_async.scheduler``: the engine's parts;
+* ``kling_async.redis_store`` (the ``redis`` extra), ``kling_async.otel`` (``otel``),
+  ``kling_async.webhooks_asgi`` (``webhooks``): integrations that need an optional extra;
+* ``kling_async.sync``: a blocking ``KlingClient`` for scripts and notebooks.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .auth import AccessKeyAuth as AccessKeyAuth
 from .auth import ApiKeyAuth as ApiKeyAuth
+from .batch import Batch as Batch
+from .batch import BatchResult as BatchResult
 from .client import KlingClient as KlingClient
 from .errors import AccountError as AccountError
 from .errors import APIConnectionError as APIConnectionError
@@ -27,24 +40,37 @@ from .errors import ConcurrencyLimitError as ConcurrencyLimitError
 from .errors import ConfigurationError as ConfigurationError
 from .errors import ContentPolicyError as ContentPolicyError
 from .errors import DownloadError as DownloadError
+from .errors import GatewaySaturatedError as GatewaySaturatedError
 from .errors import InvalidRequestError as InvalidRequestError
+from .errors import JournalLockedError as JournalLockedError
 from .errors import KlingError as KlingError
+from .errors import MissingResultError as MissingResultError
 from .errors import NotFoundError as NotFoundError
 from .errors import PartialSubmitError as PartialSubmitError
 from .errors import PermissionDeniedError as PermissionDeniedError
 from .errors import RateLimitError as RateLimitError
 from .errors import ResponseParseError as ResponseParseError
 from .errors import ServerError as ServerError
+from .errors import StorageError as StorageError
+from .errors import StoreUnavailableError as StoreUnavailableError
 from .errors import SubmitUncertainError as SubmitUncertainError
 from .errors import TaskError as TaskError
 from .errors import TaskFailedError as TaskFailedError
 from .errors import ValidationError as ValidationError
 from .errors import WaitTimeoutError as WaitTimeoutError
 from .errors import WebhookVerificationError as WebhookVerificationError
+from .journal import InMemoryJournal as InMemoryJournal
+from .journal import SqliteJournal as SqliteJournal
+
+# psycopg is imported only when a PostgresJournal opens, so this import needs no extra.
+from .journal_postgres import PostgresJournal as PostgresJournal
 from .kinds import IMAGE_TO_VIDEO as IMAGE_TO_VIDEO
 from .kinds import KINDS as KINDS
 from .kinds import TEXT_TO_VIDEO as TEXT_TO_VIDEO
 from .limiter import RateLimit as RateLimit
+from .media import Audio as Audio
+from .media import Image as Image
+from .model_rules import ModelRuleError as ModelRuleError
 from .models import CameraConfig as CameraConfig
 from .models import CameraControl as CameraControl
 from .models import ImageToVideo as ImageToVideo
@@ -60,6 +86,19 @@ from .providers import KLING as KLING
 from .providers import ExternalIdLookup as ExternalIdLookup
 from .providers import Provider as Provider
 from .providers import local_emulator as local_emulator
+from .requests import AvatarImageToVideo as AvatarImageToVideo
+from .requests import ImageExpand as ImageExpand
+from .requests import ImageGeneration as ImageGeneration
+from .requests import MotionControl as MotionControl
+from .requests import MultiImageToImage as MultiImageToImage
+from .requests import MultiImageToVideo as MultiImageToVideo
+from .requests import OmniImage as OmniImage
+from .requests import OmniVideo as OmniVideo
+from .requests import TextToAudio as TextToAudio
+from .requests import VideoEffects as VideoEffects
+from .requests import VideoExtend as VideoExtend
+from .requests import VideoToAudio as VideoToAudio
+from .requests import VirtualTryOn as VirtualTryOn
 from .retry import RetryPolicy as RetryPolicy
 from .scheduler import PollPolicy as PollPolicy
 from .signatures import verify_signature as verify_signature
@@ -67,6 +106,7 @@ from .validation import RequestLimits as RequestLimits
 from .watch import Watcher as Watcher
 from .webhooks import WebhookReceiver as WebhookReceiver
 from .webhooks import aiohttp_handler as aiohttp_handler
+from .worker import BatchWorker as BatchWorker
 
 try:
     __version__ = version("kling-async")
@@ -91,9 +131,32 @@ __all__ = [
     "TaskStatus",
     "TaskKind",
     "Video",
+    "Image",
+    "Audio",
+    # the other kinds' requests (kling_async.requests)
+    "MultiImageToVideo",
+    "VideoEffects",
+    "OmniVideo",
+    "AvatarImageToVideo",
+    "ImageGeneration",
+    "VirtualTryOn",
+    "TextToAudio",
+    "VideoToAudio",
+    "VideoExtend",
+    "ImageExpand",
+    "OmniImage",
+    "MultiImageToImage",
+    "MotionControl",
     "TEXT_TO_VIDEO",
     "IMAGE_TO_VIDEO",
     "KINDS",
+    # batches and their journals
+    "Batch",
+    "BatchResult",
+    "BatchWorker",
+    "SqliteJournal",
+    "PostgresJournal",
+    "InMemoryJournal",
     # configuration
     "Provider",
     "COMETAPI",
@@ -111,6 +174,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidRequestError",
     "ValidationError",
+    "ModelRuleError",
     "APIError",
     "AuthenticationError",
     "AccountError",
@@ -120,7 +184,10 @@ __all__ = [
     "ContentPolicyError",
     "RateLimitError",
     "ConcurrencyLimitError",
+    "GatewaySaturatedError",
+    "MissingResultError",
     "ServerError",
+    "StoreUnavailableError",
     "APIConnectionError",
     "APITimeoutError",
     "PartialSubmitError",
@@ -130,6 +197,8 @@ __all__ = [
     "TaskFailedError",
     "WaitTimeoutError",
     "DownloadError",
+    "StorageError",
+    "JournalLockedError",
     "WebhookVerificationError",
     "__version__",
 ]

@@ -1,6 +1,6 @@
 """Credentials: a plain API key, or Kling's access key + secret key signed into a short JWT.
 
-Secrets are held in :class:`Secret`, whose ``repr`` and ``str`` never show the value, so a
+Secrets are held in [`Secret`][kling_async.auth.Secret], whose ``repr`` and ``str`` never show the value, so a
 credential that ends up in a log line, a traceback or a ``repr(client)`` stays hidden.
 """
 
@@ -99,7 +99,7 @@ class AccessKeyAuth:
 
     The token lives ``ttl`` seconds (1800, as in Kling's example) and is re-signed when fewer than
     ``refresh_margin`` seconds remain, so a long poll never sends an expired token. The client
-    also calls :meth:`invalidate` and retries once when the server answers 1003/1004 (clock skew).
+    also calls [`invalidate`][kling_async.auth.AccessKeyAuth.invalidate] and retries once when the server answers 1003/1004 (clock skew).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Resumable batches: submit many requests, track them, download the results, survive crashes.
 
-A :class:`Batch` keeps a :class:`~kling_async.journal.Journal` so that it never loses paid work
+A [`Batch`][kling_async.batch.Batch] keeps a [`Journal`][kling_async.journal.Journal] so that it never loses paid work
 and never pays twice, even when the process is killed at any instant:
 
 * the intent (with a stable ``external_task_id``) is recorded *before* the create request leaves;
@@ -10,7 +10,7 @@ and never pays twice, even when the process is killed at any instant:
   ``external_task_id``, and submitted again only when the provider's "not found" can be trusted;
 * an entry already downloaded, whose file is still on disk, is skipped.
 
-Submissions run concurrently (bounded) while a :meth:`KlingClient.watch` stream tracks the tasks
+Submissions run concurrently (bounded) while a [`KlingClient.watch`][kling_async.client.KlingClient.watch] stream tracks the tasks
 already created, so downloads begin while later prompts are still being submitted.
 
 Example::
@@ -23,8 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -35,13 +33,14 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
-from . import wire
+from ._batch_files import file_name_for_key, file_ok, prepare_folder
+from ._batch_result import BatchResult
+from ._batch_room import Room
+from ._create import Created, CreateOutcome, Uncertain, canonical_json, id_taken
 from .client import KlingClient, new_external_task_id
-from .download import safe_stem
 from .errors import (
     AccountError,
     APIConnectionError,
-    APIError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -52,14 +51,15 @@ from .errors import (
     RateLimitError,
     ResponseParseError,
     ServerError,
+    StorageError,
     SubmitUncertainError,
     ValidationError,
     WaitTimeoutError,
 )
 from .journal import Journal, JournalEntry
 from .kinds import kind_for_request
+from .logfields import id_fields, task_fields
 from .models import Task, TaskRequest
-from .slots import SlotPool
 from .watch import Watcher
 
 __all__ = ["Batch", "BatchResult", "EntryCallback", "file_name_for_key"]
@@ -72,69 +72,19 @@ EntryCallback = Callable[[JournalEntry], None]
 _T = TypeVar("_T")
 _READ_RETRIES = 3
 _TRANSIENT = (ResponseParseError, APIConnectionError, ServerError, RateLimitError)
-_MAX_STEM = 120
 # Errors after which every further request would fail the same way: stop the batch instead of
 # recording hundreds of identical failures (the journal keeps everything for a re-run).
 _FATAL = (AuthenticationError, AccountError, PermissionDeniedError)
+# And errors of the local disk: the next write would fail too. The journal holds every write
+# that returned, so a re-run continues where this one stopped.
+_STOP = (*_FATAL, StorageError)
 
 
-def file_name_for_key(key: str) -> str:
-    """The file name a batch downloads *key*'s video to: ``<key>.mp4``, made safe.
-
-    A key that is not already a plain name gets a short hash of itself appended, so that two
-    different keys never share a file (``a/b`` and ``a_b`` differ).
-
-    Examples:
-        >>> file_name_for_key("line-0001")
-        'line-0001.mp4'
-    """
-    stem = safe_stem(key, _MAX_STEM)
-    if stem != key or not stem:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
-        stem = f"{stem or 'item'}-{digest}"
-    return f"{stem}.mp4"
-
-
-def _request_json(request: TaskRequest) -> str:
-    return json.dumps(wire.request_body(request), sort_keys=True, separators=(",", ":"))
-
-
-def _file_ok(path: str | None) -> bool:
-    if not path:
-        return False
-    try:
-        return Path(path).stat().st_size > 0
-    except OSError:
-        return False
-
-
-@attrs.frozen
-class BatchResult:
-    """How a batch run ended.
-
-    Attributes:
-        entries: the final journal entry of every item, in input order.
-        succeeded: items whose video is on disk (or that succeeded, when not downloading).
-        failed: items whose task failed, or whose create the server refused.
-        uncertain: items whose create may or may not have made a task; a re-run looks them up.
-        incomplete: items still running, or succeeded but not yet downloaded (a timeout or a
-            download error); a re-run continues them.
-        files: the downloaded files, in input order.
-        timed_out: the batch's ``timeout`` passed before every task finished.
-    """
-
-    entries: tuple[JournalEntry, ...]
-    succeeded: int
-    failed: int
-    uncertain: int
-    incomplete: int
-    files: tuple[Path, ...]
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """``True`` when every item succeeded (and was downloaded)."""
-        return self.failed == 0 and self.uncertain == 0 and self.incomplete == 0
+def _refusal(error: KlingError) -> str:
+    """How the journal words a create that made nothing (a re-run sends it again)."""
+    if isinstance(error, APIConnectionError) and not error.maybe_sent:
+        return f"create not sent: {error}"
+    return f"create refused: {error}"
 
 
 class Batch:
@@ -143,7 +93,7 @@ class Batch:
     Args:
         client: the client to submit and poll with (its slots and rate limit apply).
         journal: where progress is recorded; reuse the same journal to resume.
-        out_dir: where videos go, as ``<key>.mp4`` (see :func:`file_name_for_key`).
+        out_dir: where videos go, as ``<key>.mp4`` (see [`file_name_for_key`][kling_async.batch.file_name_for_key]).
         download: download each succeeded task's video.
         watermark: download the watermarked variant.
         timeout: overall seconds to wait for tasks; unfinished ones stay in the journal.
@@ -179,10 +129,7 @@ class Batch:
         self._entries: dict[str, JournalEntry] = {}
         self._keys_by_task: dict[str, str] = {}
         self._fatal: BaseException | None = None
-        # Submissions this batch has let through to client.submit that may not hold their
-        # slot yet (see _wait_for_room).
-        self._reserved = 0
-        self._room = anyio.Event()
+        self._room = Room(client.slots, client.clock, lambda: client.poll_policy.min_interval)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -223,7 +170,7 @@ class Batch:
                 self._client.limits.check(request)
             except ValidationError as exc:
                 raise ConfigurationError(f"item {key!r}: {exc}") from exc
-            seen[key] = _request_json(request)
+            seen[key] = canonical_json(request)
         return seen
 
     async def run(self, items: Sequence[tuple[str, TaskRequest]]) -> BatchResult:
@@ -242,6 +189,10 @@ class Batch:
                 changed; use another journal). Nothing is sent in these cases.
             AuthenticationError: the credentials were refused (also account and permission
                 errors); the journal keeps everything done so far.
+            StorageError: the output folder or the journal could not be written (a full disk, a
+                file-size limit, a read-only location): checked before the first create, and
+                the batch stops at the first such error later; the journal keeps everything
+                recorded before it.
         """
         items = list(items)
         request_json = self._check(items)
@@ -256,7 +207,7 @@ class Batch:
                 f"the journal already has {shown}{more} with a different request; the input "
                 "changed since that run: use a new journal (or output folder) for new inputs"
             )
-        await anyio.to_thread.run_sync(lambda: self._out_dir.mkdir(parents=True, exist_ok=True))
+        await anyio.to_thread.run_sync(prepare_folder, self._out_dir)
         for key, _ in items:
             if key in known:
                 self._note(known[key])
@@ -280,7 +231,7 @@ class Batch:
             group.start_soon(self._feed, items, known, request_json, watcher, group)
             try:
                 async for task in watcher:
-                    self._signal_room()
+                    self._room.signal()
                     await self._finished(task, group)
             except WaitTimeoutError as exc:
                 logger.warning("batch timed out with %d task(s) unfinished", len(exc.pending))
@@ -312,7 +263,7 @@ class Batch:
         async def one(key: str, request: TaskRequest) -> None:
             try:
                 await self._item(key, request, known.get(key), request_json[key], watcher)
-            except _FATAL as exc:
+            except _STOP as exc:
                 self._stop(exc, group)
             finally:
                 gate.release()
@@ -345,7 +296,7 @@ class Batch:
             if entry.task_id is None and entry.status == "pending":
                 await self._create(entry, request, watcher)
                 return
-        if entry.status == "downloaded" and _file_ok(entry.file_path):
+        if entry.status == "downloaded" and file_ok(entry.file_path):
             return
         if entry.task_id is not None:
             if entry.status == "failed":
@@ -361,17 +312,20 @@ class Batch:
         HTML error page with status 200); a read is safe to repeat, and a look-up that gives up
         too early leaves an entry uncertain until the next run.
         """
-        retries = 0
-        while True:
-            try:
+
+        def transient(error: BaseException, retries: int) -> bool:
+            return isinstance(error, _TRANSIENT) and retries < _READ_RETRIES
+
+        def log(error: BaseException, attempt: int, delay: float) -> None:
+            logger.info("reading %s failed (%s); retrying in %.2fs", ident, error, delay)
+
+        client = self._client
+        async for attempt in client.retry.attempts(
+            client.clock, should_retry=transient, on_retry=log
+        ):
+            with attempt:
                 return await fetch(ident, kind)
-            except _TRANSIENT as exc:  # noqa: PERF203 - a network retry, not a hot loop
-                if retries >= _READ_RETRIES:
-                    raise
-                delay = self._client.retry.delay(retries, getattr(exc, "retry_after", None))
-                logger.info("reading %s failed (%s); retrying in %.2fs", ident, exc, delay)
-                retries += 1
-                await self._client.clock.sleep(delay)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     async def _reattach(self, entry: JournalEntry, watcher: Watcher) -> None:
         """Fetch a task the journal knows by id and track it again."""
@@ -385,16 +339,22 @@ class Batch:
             if isinstance(exc, _FATAL):
                 raise
             # Still recorded as created: the next run tries again.
-            logger.warning("cannot fetch task %s (%s): %s", entry.task_id, entry.key, exc)
+            logger.warning(
+                "cannot fetch task %s (%s): %s",
+                entry.task_id,
+                entry.key,
+                exc,
+                extra=id_fields(entry.task_id, entry.kind, entry.external_task_id),
+            )
             self._change(entry.key, error=f"fetch failed: {exc}")
             return
-        self._track(entry.key, task, watcher, adopt=True)
+        await self._track(entry.key, task, watcher, adopt=True)
 
     async def _recover(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         """An entry without task id: find the task its create may have made, or create it."""
         try:
-            found = await self._read(
-                self._client.find_by_external_id, entry.external_task_id, entry.kind
+            found, absent = await self._read(
+                self._client.find_created, entry.external_task_id, entry.kind
             )
         except SubmitUncertainError as exc:
             # No look-up form. A create the server refused outright made nothing: safe to send.
@@ -409,10 +369,15 @@ class Batch:
             await self._record_status(entry.key, "uncertain", f"look-up failed: {exc}")
             return
         if found is not None:
-            logger.info("adopting task %s for %s (created by an earlier run)", found.id, entry.key)
+            logger.info(
+                "adopting task %s for %s (created by an earlier run)",
+                found.id,
+                entry.key,
+                extra=task_fields(found),
+            )
             await self._record_created(entry.key, found)
-            self._track(entry.key, found, watcher, adopt=True)
-        elif self._client.provider.trust_not_found or entry.status == "failed":
+            await self._track(entry.key, found, watcher, adopt=True)
+        elif absent or entry.status == "failed":
             await self._create(entry, request, watcher)
         else:
             await self._record_status(
@@ -422,50 +387,31 @@ class Batch:
                 f"{entry.external_task_id!r}, but cannot prove none exists",
             )
 
-    async def _submit(self, request: TaskRequest, ext_id: str) -> Task:
-        await self._wait_for_room()
-        try:
-            return await self._client.submit(request, external_task_id=ext_id)
-        finally:
-            self._reserved -= 1
-            self._signal_room()
+    async def _submit(self, request: TaskRequest, ext_id: str) -> CreateOutcome:
+        async with self._room.enter():
+            return await self._client._submit_outcome(request, external_task_id=ext_id)
 
     async def _create(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         key, ext_id = entry.key, entry.external_task_id
         for attempt in range(2):
+            outcome = await self._submit(request, ext_id)
+            if isinstance(outcome, Created):
+                await self._record_created(key, outcome.task)
+                # The client counts it against the slots already, found by look-up or not.
+                await self._track(key, outcome.task, watcher, adopt=False)
+                return
+            if isinstance(outcome, Uncertain):
+                await self._record_status(key, "uncertain", str(outcome.error))
+                return
+            failure = outcome.error
+            if isinstance(failure, _FATAL):
+                raise failure
+            if not (isinstance(failure, BadRequestError) and id_taken(failure)):
+                await self._record_status(key, "failed", _refusal(failure))
+                return
+            # The id is taken: an earlier run (or the caller) did create the task.
             try:
-                task = await self._submit(request, ext_id)
-            except SubmitUncertainError as exc:
-                await self._record_status(key, "uncertain", str(exc))
-                return
-            except _FATAL:
-                raise
-            except BadRequestError as exc:
-                if "external_task_id" not in exc.message:
-                    await self._record_status(key, "failed", f"create refused: {exc}")
-                    return
-                # The id is taken: an earlier attempt did create the task.
-                failure: KlingError = exc
-            except APIConnectionError as exc:
-                if not exc.maybe_sent:
-                    await self._record_status(key, "failed", f"create not sent: {exc}")
-                    return
-                failure = exc
-            except APIError as exc:
-                # Definite refusals (rate limit or server errors the client already retried and
-                # judged unambiguous): nothing was created; a re-run sends it again.
-                await self._record_status(key, "failed", f"create refused: {exc}")
-                return
-            except KlingError as exc:
-                # An unreadable answer (ResponseParseError) after the server may have created
-                # the task: as ambiguous as a dropped connection.
-                failure = exc
-            else:
-                await self._record_created(key, task)
-                self._track(key, task, watcher, adopt=False)
-                return
-            try:
-                found = await self._read(self._client.find_by_external_id, ext_id, entry.kind)
+                found, absent = await self._read(self._client.find_created, ext_id, entry.kind)
             except KlingError as exc:
                 if isinstance(exc, _FATAL):
                     raise
@@ -475,49 +421,29 @@ class Batch:
                 return
             if found is not None:
                 await self._record_created(key, found)
-                self._track(key, found, watcher, adopt=True)
+                await self._track(key, found, watcher, adopt=True)
                 return
-            if not self._client.provider.trust_not_found or attempt == 1:
+            if not absent or attempt == 1:
                 await self._record_status(key, "uncertain", f"create failed: {failure}")
                 return
             logger.info("create of %s failed (%s) and made no task; sending it again", key, failure)
 
-    def _track(self, key: str, task: Task, watcher: Watcher, *, adopt: bool) -> None:
+    async def _track(self, key: str, task: Task, watcher: Watcher, *, adopt: bool) -> None:
         self._keys_by_task[task.id] = key
         if adopt:
             # Created by an earlier run (or found after an unreadable answer): it holds one of
             # the account's slots until the client sees it finish.
-            self._client.adopt(task)
+            await self._client.adopt(task)
         try:
             watcher.add(task)
         except RuntimeError:
             # The watcher closed at the batch deadline; the journal keeps the task for a re-run.
-            logger.info("not tracking %s (%s): the batch deadline passed", task.id, key)
-
-    def _signal_room(self) -> None:
-        self._room.set()
-        self._room = anyio.Event()
-
-    async def _wait_for_room(self) -> None:
-        """Wait until a submission would get a task slot at once.
-
-        A submitter waiting inside ``client.submit`` refreshes the client's active tasks itself
-        (it cannot know that this batch's watcher polls them already); many such waiters would
-        spend the rate limit on duplicate polls. So the batch lets a submission through only
-        when the pool has room, counting those let through but not yet answered.
-        """
-        slots = self._client.slots
-        if not isinstance(slots, SlotPool):
-            return
-        while True:
-            limit = slots.limit
-            if limit is None or (slots.in_use + self._reserved < limit and not slots.waiting):
-                self._reserved += 1
-                return
-            # Woken when a task finishes or a submission is answered; the timeout is a safety
-            # net for slots freed elsewhere (another user of the same client).
-            with anyio.move_on_after(self._client.poll_policy.min_interval):
-                await self._room.wait()
+            logger.info(
+                "not tracking %s (%s): the batch deadline passed",
+                task.id,
+                key,
+                extra=task_fields(task),
+            )
 
     async def _finished(self, task: Task, group: anyio.abc.TaskGroup) -> None:
         key = self._keys_by_task.get(task.id)
@@ -526,46 +452,34 @@ class Batch:
         if task.succeeded:
             await self._record_status(key, "succeed")
             if self._download:
-                group.start_soon(self._fetch_video, key, task)
+                group.start_soon(self._fetch_video, key, task, group)
         else:
             reason = task.status_msg or task.raw_status or "failed"
             await self._record_status(key, "failed", reason)
 
-    async def _fetch_video(self, key: str, task: Task) -> None:
-        dest = self._out_dir / file_name_for_key(key)
+    async def _fetch_video(self, key: str, task: Task, group: anyio.abc.TaskGroup) -> None:
+        # The first result: a task's video, image or sound track (image tasks with n > 1 keep
+        # the others in task.images, for the caller to fetch).
+        suffix = task.results[0].suffix if task.results else ".mp4"
+        dest = self._out_dir / file_name_for_key(key, suffix)
         try:
-            path = await self._client.download(task, dest, watermark=self._watermark)
-        except DownloadError as exc:
-            # Stays "succeed": the next run downloads it again (resuming the .part file).
-            await self._record_status(key, "succeed", f"download failed: {exc}")
+            try:
+                path = await self._client.download(task, dest, watermark=self._watermark)
+            except DownloadError as exc:
+                # Stays "succeed": the next run downloads it again (resuming the .part file).
+                await self._record_status(key, "succeed", f"download failed: {exc}")
+                return
+            with anyio.CancelScope(shield=True):
+                await self._journal.record_download(key, str(path))
+        except StorageError as exc:
+            # The entry stays "succeed" in the journal: the re-run downloads it.
+            self._stop(exc, group)
             return
-        with anyio.CancelScope(shield=True):
-            await self._journal.record_download(key, str(path))
         self._change(key, status="downloaded", file_path=str(path), error=None)
 
     async def _result(self, items: list[tuple[str, TaskRequest]], timed_out: bool) -> BatchResult:
         stored = {entry.key: entry for entry in await self._journal.entries()}
         entries = tuple(stored[key] for key, _ in items if key in stored)
-        succeeded = failed = uncertain = 0
-        files: list[Path] = []
-        for entry in entries:
-            if entry.status == "downloaded":
-                succeeded += 1
-                if entry.file_path:
-                    files.append(Path(entry.file_path))
-            elif entry.status == "succeed" and not self._download:
-                succeeded += 1
-            elif entry.status == "failed":
-                failed += 1
-            elif entry.status == "uncertain":
-                uncertain += 1
-        incomplete = len(items) - succeeded - failed - uncertain
-        return BatchResult(
-            entries=entries,
-            succeeded=succeeded,
-            failed=failed,
-            uncertain=uncertain,
-            incomplete=incomplete,
-            files=tuple(files),
-            timed_out=timed_out,
+        return BatchResult.tally(
+            entries, len(items), downloading=self._download, timed_out=timed_out
         )

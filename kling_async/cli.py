@@ -5,338 +5,68 @@ Connection options (``--api-key``, ``--access-key``/``--secret-key``, ``--base-u
 ``$COMETAPI_KEY`` (or ``$KLING_ACCESS_KEY`` and ``$KLING_SECRET_KEY``) and are never printed.
 
 Exit codes: 0 success; 1 a task failed, is uncertain or unfinished, or the server refused; 2 bad
-usage or input (nothing was submitted); 130 interrupted (a batch resumes when run again).
+usage or input (nothing was submitted); 3 a file could not be written (disk full, file-size limit,
+unwritable folder or journal; a batch resumes when run again); 4 the journal is in use by another
+run; 130 interrupted (a batch resumes when run again).
+
+The commands live here; reading input files, connection options, running a command and the demo
+each have a private module beside this one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import io
-import json
 import logging
-import os
-import secrets
-import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import attrs
 import click
 from rich.console import Console
 
-from .batch import Batch, BatchResult
-from .client import ENV_BASE_URL, KlingClient
-from .errors import (
-    ConfigurationError,
-    KlingError,
-    NotFoundError,
-    TaskFailedError,
-    WaitTimeoutError,
+from ._cli_connection import Connection, connection_from, connection_options
+from ._cli_demo import run_demo
+from ._cli_input import InputError, load_items
+from ._cli_run import (
+    EXIT_FAILED,
+    EXIT_JOURNAL_BUSY,
+    EXIT_OK,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+    rerun_command,
+    run,
+    stdout_console,
 )
-from .journal import InMemoryJournal, SqliteJournal
+from .batch import Batch, BatchResult
+from .cli_postgres import format_status, journal_status, run_worker
+from .client import KlingClient
+from .errors import KlingError, NotFoundError, StorageError, TaskFailedError, WaitTimeoutError
+from .events import Event, TaskSubmitted
+from .journal import SqliteJournal
+from .journal_postgres import BatchStatus, is_postgres_url
 from .kinds import KINDS
-from .limiter import RateLimit
-from .models import CameraConfig, CameraControl, MultiPrompt, TextToVideo
+from .models import TaskRequest, TextToVideo
 from .progress import batch_display, summary_table, task_display
-from .providers import COMETAPI, KLING, Provider, local_emulator
-from .retry import RetryPolicy
-from .scheduler import PollPolicy
-from .validation import RequestLimits
 
-__all__ = ["InputError", "cli", "load_items", "main"]
-
-_T = TypeVar("_T")
-_F = TypeVar("_F", bound=Callable[..., Any])
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_JOURNAL_BUSY",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USAGE",
+    "InputError",
+    "cli",
+    "load_items",
+    "main",
+]
 
 _JOURNAL_NAME = ".kling-journal.sqlite3"
-_REQUEST_FIELDS = frozenset(field.name for field in attrs.fields(TextToVideo))
-_BOOL_FIELDS = frozenset({"watermark", "multi_shot"})
-_FLOAT_FIELDS = frozenset({"cfg_scale"})
-_JSON_FIELDS = frozenset({"camera_control", "multi_prompt"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-# The emulator is local: poll and retry on its compressed time scale, not the real API's.
-_EMULATOR_POLL = PollPolicy(first_delay=0.1, min_interval=0.1, max_interval=1.0)
-_EMULATOR_RETRY = RetryPolicy(base=0.1, cap=1.0)
-
-
-# -- input files ------------------------------------------------------------------------------
-
-
-class InputError(Exception):
-    """An input file has bad lines; nothing may be submitted.
-
-    Attributes:
-        problems: one ``file:line: reason`` text per bad line.
-    """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-def _request_from(fields: Mapping[str, Any]) -> TextToVideo:
-    """Build a :class:`TextToVideo` from a JSON-like object (``key`` already removed)."""
-    unknown = sorted(set(fields) - _REQUEST_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
-    kwargs = dict(fields)
-    camera = kwargs.get("camera_control")
-    if isinstance(camera, Mapping):
-        config = camera.get("config")
-        extra = sorted(set(camera) - {"type", "config"})
-        if extra:
-            raise ValueError(f"camera_control: unknown field(s): {', '.join(extra)}")
-        camera_type: Any = camera.get("type")  # CameraControl checks it
-        kwargs["camera_control"] = CameraControl(
-            type=camera_type,
-            config=CameraConfig(**config) if isinstance(config, Mapping) else config,
-        )
-    shots = kwargs.get("multi_prompt")
-    if isinstance(shots, list):
-        kwargs["multi_prompt"] = [
-            MultiPrompt(**shot) if isinstance(shot, Mapping) else shot for shot in shots
-        ]
-    return TextToVideo(**kwargs)
-
-
-def _csv_value(name: str, text: str) -> Any:
-    if name in _BOOL_FIELDS:
-        lowered = text.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ValueError(f"{name}: expected true or false, got {text!r}")
-    if name in _FLOAT_FIELDS:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{name}: expected a number, got {text!r}") from None
-    if name in _JSON_FIELDS:
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"{name}: not valid JSON ({exc})") from None
-    return text
-
-
-def _rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
-    """``(line number, object or error text)`` per non-empty input line."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError as exc:
-                yield number, f"not valid JSON ({exc})"
-                continue
-            if not isinstance(value, dict):
-                yield number, f"expected a JSON object, got {type(value).__name__}"
-                continue
-            yield number, value
-    elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames:
-            return
-        for row in reader:
-            number = reader.line_num
-            if None in row:
-                yield number, "more cells than header columns"
-                continue
-            values: dict[str, Any] = {}
-            try:
-                for name, cell in row.items():
-                    if cell is None or cell == "":
-                        continue
-                    values[name] = cell if name == "key" else _csv_value(name, cell)
-            except ValueError as exc:
-                yield number, str(exc)
-                continue
-            if values:
-                yield number, values
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                yield number, {"prompt": line.strip()}
-
-
-def load_items(path: Path, limits: RequestLimits) -> list[tuple[str, TextToVideo]]:
-    """Read and validate a whole prompts file: ``.txt``, ``.jsonl`` or ``.csv``.
-
-    * ``.txt``: one prompt per non-empty line.
-    * ``.jsonl``: one object per line with any :class:`TextToVideo` field (``camera_control``
-      nested) and an optional ``key``.
-    * ``.csv``: a header row of field names (``key`` optional); nested fields as JSON text.
-
-    An item's key is its ``key`` or ``line-NNNN`` from its line number, so it stays the same
-    when the file is read again.
-
-    Args:
-        path: the file.
-        limits: the provider's request limits, checked for every line.
-
-    Returns:
-        ``(key, request)`` per item, in file order.
-
-    Raises:
-        InputError: listing ``file:line: reason`` for every bad line (or an empty file).
-        OSError: the file cannot be read.
-        UnicodeDecodeError: the file is not UTF-8 text.
-    """
-    text = path.read_text(encoding="utf-8-sig")
-    items: list[tuple[str, TextToVideo]] = []
-    problems: list[str] = []
-    keys: dict[str, int] = {}
-    for number, row in _rows(path, text):
-        where = f"{path}:{number}"
-        if isinstance(row, str):
-            problems.append(f"{where}: {row}")
-            continue
-        fields = dict(row)
-        key = fields.pop("key", None)
-        if key is None:
-            key = f"line-{number:04d}"
-        elif not isinstance(key, str) or not key.strip():
-            problems.append(f"{where}: key must be a non-empty string")
-            continue
-        if key in keys:
-            problems.append(f"{where}: duplicate key {key!r} (first on line {keys[key]})")
-            continue
-        keys[key] = number
-        try:
-            request = _request_from(fields)
-            limits.check(request)
-        except (TypeError, ValueError, KlingError) as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        items.append((key, request))
-    if not items and not problems:
-        problems.append(f"{path}: no prompts found")
-    if problems:
-        raise InputError(problems)
-    return items
-
-
-# -- connection options -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Connection:
-    api_key: str | None = None
-    access_key: str | None = None
-    secret_key: str | None = None
-    base_url: str | None = None
-    provider: str | None = None
-
-    def merged(self, other: _Connection) -> _Connection:
-        """These options, with *other*'s (given after the sub-command) taking precedence."""
-        return _Connection(
-            **{
-                field.name: getattr(other, field.name) or getattr(self, field.name)
-                for field in attrs.fields(_Connection)
-            }
-        )
-
-    def resolve(self) -> tuple[Provider, str | None]:
-        """The provider, and the base URL to hand to the client (``None``: the provider's)."""
-        name = self.provider or "cometapi"
-        if name == "emulator":
-            base = self.base_url or os.environ.get(ENV_BASE_URL)
-            if not base:
-                raise click.UsageError(
-                    f"--provider emulator needs --base-url (or ${ENV_BASE_URL}): the URL the "
-                    "emulator printed"
-                )
-            if not base.startswith(("http://", "https://")):
-                raise click.UsageError(f"--base-url must start with http:// or https://: {base}")
-            return local_emulator(base), None
-        return (KLING if name == "kling" else COMETAPI), self.base_url
-
-    def client(self, *, max_active: int | None = None, rate: float | None = None) -> KlingClient:
-        """A client for these options; bad or missing credentials are usage errors."""
-        provider, base_url = self.resolve()
-        options: dict[str, Any] = {}
-        if rate is not None:
-            options["rate"] = RateLimit(rate, burst=max(1, int(rate)))
-        if provider.name == "emulator":
-            options.update(poll=_EMULATOR_POLL, retry=_EMULATOR_RETRY)
-        try:
-            return KlingClient(
-                api_key=self.api_key,
-                access_key=self.access_key,
-                secret_key=self.secret_key,
-                provider=provider,
-                base_url=base_url,
-                max_active_tasks=max_active,
-                **options,
-            )
-        except ConfigurationError as exc:
-            raise click.UsageError(str(exc)) from None
-
-
-def _connection_options(function: _F) -> _F:
-    options = [
-        click.option("--api-key", help="CometAPI or Kling API key (default: $COMETAPI_KEY)."),
-        click.option("--access-key", help="Kling access key (default: $KLING_ACCESS_KEY)."),
-        click.option("--secret-key", help="Kling secret key (default: $KLING_SECRET_KEY)."),
-        click.option("--base-url", help=f"Another API host (default: ${ENV_BASE_URL})."),
-        click.option(
-            "--provider",
-            type=click.Choice(["cometapi", "kling", "emulator"]),
-            help="Which API: cometapi (default), kling, or emulator (needs --base-url).",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def _connection(ctx: click.Context, **given: Any) -> _Connection:
-    outer = ctx.find_object(_Connection) or _Connection()
-    return outer.merged(_Connection(**given))
-
-
-def _console() -> Console:
-    stream = sys.stdout
-    if getattr(stream, "isatty", lambda: False)():
-        return Console(file=stream)
-    # Piped or captured: plain text, no ANSI codes, and wide enough that ids are not cut.
-    return Console(file=stream, force_terminal=False, no_color=True, width=200)
-
-
-def _resume_hint() -> str:
-    return "interrupted; run the same command again to resume"
-
-
-def _run(
-    coroutine: Coroutine[Any, Any, _T], *, on_interrupt: Callable[[], str] = _resume_hint
-) -> _T:
-    """Run *coroutine*, turning library errors into clear messages and exit codes.
-
-    *on_interrupt* says what Ctrl-C leaves behind; the default suits the journaled commands.
-    """
-    try:
-        return asyncio.run(coroutine)
-    except KeyboardInterrupt:
-        click.echo(on_interrupt(), err=True)
-        raise SystemExit(130) from None
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from None
-    except KlingError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
 
 
 # -- commands ---------------------------------------------------------------------------------
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@_connection_options
+@connection_options
 @click.option("-v", "--verbose", is_flag=True, help="Log retries, slot and rate-limit decisions.")
 @click.pass_context
 def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
@@ -347,7 +77,10 @@ def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
         # The progress display already reports rate limits, retries and failures; library
         # warnings would only tear through it.
         logging.getLogger("kling_async").setLevel(logging.ERROR)
-    ctx.obj = _Connection(**given)
+        # The PostgreSQL driver's pool logs each failed connection attempt; the journal retries
+        # and reports what matters in one line.
+        logging.getLogger("psycopg").setLevel(logging.CRITICAL)
+    ctx.obj = Connection(**given)
 
 
 @cli.command()
@@ -360,13 +93,14 @@ def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    default=Path("."),
+    # A str, not a Path: Path("out/") drops the slash that says "a folder".
+    type=click.Path(),
+    default=".",
     show_default=True,
-    help="A file (out.mp4) or a folder.",
+    help="A file (out.mp4), or a folder: an existing one or a name ending in /.",
 )
 @click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to wait.")
-@_connection_options
+@connection_options
 @click.pass_context
 def generate(
     ctx: click.Context,
@@ -377,12 +111,12 @@ def generate(
     duration: str,
     aspect_ratio: str | None,
     negative_prompt: str | None,
-    output: Path,
+    output: str,
     timeout: float,
     **given: Any,
 ) -> None:
     """Generate one video from PROMPT and download it."""
-    connection = _connection(ctx, **given)
+    connection = connection_from(ctx, **given)
     provider, _ = connection.resolve()
     try:
         request = TextToVideo(
@@ -396,7 +130,7 @@ def generate(
         provider.limits.check(request)
     except (ValueError, KlingError) as exc:
         raise click.UsageError(str(exc)) from None
-    console = _console()
+    console = stdout_console()
     submitted: list[str] = []
 
     def interrupted() -> str:
@@ -412,7 +146,7 @@ def generate(
             "(running generate again pays for a new one)"
         )
 
-    code = _run(
+    code = run(
         _generate(connection, request, output, timeout, console, submitted),
         on_interrupt=interrupted,
     )
@@ -420,19 +154,26 @@ def generate(
 
 
 async def _generate(
-    connection: _Connection,
+    connection: Connection,
     request: TextToVideo,
-    output: Path,
+    output: str,
     timeout: float,
     console: Console,
     submitted: list[str],
 ) -> int:
     async with connection.client() as client:
+
+        def note_task(event: Event) -> None:
+            # From the event, not from submit()'s return: a Ctrl-C that lands in between (on
+            # Python 3.10 it raises wherever the code is) must still name the task.
+            if isinstance(event, TaskSubmitted) and not submitted:
+                submitted.append(event.task.id)
+
+        client.events.add(note_task)  # first, so that it runs before the display
         display = task_display(console, "generating")
         client.events.add(display.event)
         with display:
             task = await client.submit(request)
-            submitted.append(task.id)
             try:
                 done = await client.wait(task, timeout=timeout)
             except TaskFailedError as exc:
@@ -445,7 +186,7 @@ async def _generate(
                 return 1
             display.note("downloading")
             path = await client.download(done, output)
-    console.print(f"saved {path}", highlight=False)
+    console.print(f"saved {path.resolve()}", highlight=False, markup=False)
     return 0
 
 
@@ -467,11 +208,22 @@ async def _generate(
 @click.option(
     "--journal",
     "journal_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Progress journal (default: OUT/{_JOURNAL_NAME}).",
+    help=f"Progress journal: a file (default: OUT/{_JOURNAL_NAME}), or a postgresql:// URL to "
+    "share the batch with other workers.",
+)
+@click.option(
+    "--batch-name",
+    help="The batch's name in a postgresql:// journal (default: the PROMPTS file's name).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="postgresql:// journal: seconds a dead worker's items wait before others adopt them.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Overall seconds.")
-@_connection_options
+@connection_options
 @click.pass_context
 def batch(
     ctx: click.Context,
@@ -480,7 +232,9 @@ def batch(
     out_dir: Path,
     max_active: int | None,
     rate: float | None,
-    journal_path: Path | None,
+    journal_path: str | None,
+    batch_name: str | None,
+    lease: float,
     timeout: float | None,
     **given: Any,
 ) -> None:
@@ -488,9 +242,13 @@ def batch(
 
     The whole file is checked first; any bad line is reported as file:line and nothing is
     submitted. Run the same command again after a crash or Ctrl-C to continue: tasks already
-    created are polled, never paid for twice.
+    created are polled, never paid for twice. With a postgresql:// journal this runs one worker
+    of a shared batch: start it on several hosts (or several times) to share the work.
     """
-    connection = _connection(ctx, **given)
+    shared = journal_path is not None and is_postgres_url(journal_path)
+    if batch_name is not None and not shared:
+        raise click.UsageError("--batch-name needs a postgresql:// --journal")
+    connection = connection_from(ctx, **given)
     provider, _ = connection.resolve()
     try:
         items = load_items(prompts, provider.limits)
@@ -501,22 +259,53 @@ def batch(
         ctx.exit(2)
     except (OSError, UnicodeDecodeError) as exc:
         raise click.UsageError(f"cannot read {prompts}: {exc}") from None
+    rerun = rerun_command(
+        connection,
+        prompts,
+        out_dir,
+        {
+            "--journal": journal_path,
+            "--batch-name": batch_name,
+            "--max-active": max_active,
+            "--rate": rate,
+            "--timeout": timeout,
+        },
+    )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise click.UsageError(f"cannot create {out_dir}: {exc}") from None
-    journal = journal_path or out_dir / _JOURNAL_NAME
+        error = StorageError.from_os_error(str(out_dir), exc, action="cannot create")
+        click.echo(f"error: {error}; nothing was submitted", err=True)
+        ctx.exit(EXIT_STORAGE)
     client = connection.client(max_active=max_active, rate=rate)
-    console = _console()
+    console = stdout_console()
     concurrency = max(16, max_active or 0)
-    result = _run(_batch(client, items, out_dir, journal, timeout, concurrency, console))
+    if shared:
+        assert journal_path is not None  # noqa: S101 - shared implies it
+        worker = run_worker(
+            client,
+            items,
+            out_dir,
+            journal_path,
+            batch_name or prompts.name,
+            lease=lease,
+            timeout=timeout,
+            concurrency=concurrency,
+            console=console,
+        )
+        result = run(worker, rerun=rerun)
+    else:
+        journal = Path(journal_path) if journal_path else out_dir / _JOURNAL_NAME
+        result = run(
+            _batch(client, items, out_dir, journal, timeout, concurrency, console), rerun=rerun
+        )
     _print_summary(console, result, out_dir)
     ctx.exit(0 if result.ok else 1)
 
 
 async def _batch(
     client: KlingClient,
-    items: list[tuple[str, TextToVideo]],
+    items: list[tuple[str, TaskRequest]],
     out_dir: Path,
     journal_path: Path,
     timeout: float | None,
@@ -555,16 +344,42 @@ def _print_summary(console: Console, result: BatchResult, out_dir: Path) -> None
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("task_id", required=False)
 @click.option("--kind", type=click.Choice(sorted(KINDS)), default="text2video", show_default=True)
-@_connection_options
+@click.option("--journal", "journal_url", help="A postgresql:// journal: show its batches.")
+@click.option("--batch-name", help="Only this batch of the --journal.")
+@connection_options
 @click.pass_context
-def status(ctx: click.Context, /, task_id: str, kind: str, **given: Any) -> None:
-    """Show a task's status, message and video URLs."""
-    connection = _connection(ctx, **given)
+def status(
+    ctx: click.Context,
+    /,
+    task_id: str | None,
+    kind: str,
+    journal_url: str | None,
+    batch_name: str | None,
+    **given: Any,
+) -> None:
+    """Show a task's status, message and video URLs; or, with --journal, a shared batch's
+    progress (counts by state, live workers, throughput, ETA, failures)."""
+    if journal_url is not None:
+        if task_id is not None or not is_postgres_url(journal_url):
+            raise click.UsageError("status --journal takes a postgresql:// URL and no TASK_ID")
+        _print_journal_status(run(journal_status(journal_url, batch_name)), stdout_console())
+        return
+    if task_id is None:
+        raise click.UsageError("give a TASK_ID, or --journal postgresql://... for a batch")
+    connection = connection_from(ctx, **given)
     client = connection.client()
-    console = _console()
-    ctx.exit(_run(_status(client, task_id, kind, console)))
+    console = stdout_console()
+    ctx.exit(run(_status(client, task_id, kind, console)))
+
+
+def _print_journal_status(batches: list[BatchStatus], console: Console) -> None:
+    if not batches:
+        console.print("no batches in this journal", highlight=False)
+    for batch_status in batches:
+        for line in format_status(batch_status):
+            console.print(line, highlight=False, markup=False)
 
 
 async def _status(client: KlingClient, task_id: str, kind: str, console: Console) -> int:
@@ -607,50 +422,16 @@ async def _status(client: KlingClient, task_id: str, kind: str, console: Console
 def emulator(ctx: click.Context, port: int, emulator_args: tuple[str, ...]) -> None:
     """Run the local Kling API emulator (options as python -m kling_async.testing --help).
 
-    The first line printed is the API URL; use it with --provider emulator --base-url URL.
+    It prints the API URL, the key it accepts and a command line to paste into another
+    terminal: --provider emulator --base-url URL --api-key KEY.
     """
     from .testing.__main__ import main as emulator_main
 
     args = ["--port", str(port), *emulator_args]
-    connection = ctx.find_object(_Connection)
+    connection = ctx.find_object(Connection)
     if connection is not None and connection.api_key and "--api-key" not in emulator_args:
         args += ["--api-key", connection.api_key]
     ctx.exit(emulator_main(args))
-
-
-_DEMO_PROMPTS = (
-    "A red fox trotting through fresh snow at dawn",
-    "Waves rolling onto a black sand beach, aerial view",
-    "A paper boat drifting down a rainy city gutter",
-    "Time-lapse of clouds over a mountain lake",
-    "A cat watching goldfish in a bowl, close-up",
-    "Neon signs reflecting in puddles at night",
-    "A hot air balloon rising over vineyards",
-    "Steam curling from a cup of coffee by a window",
-    "A hummingbird hovering at a red flower, slow motion",
-    "Autumn leaves swirling in a courtyard",
-    "A lighthouse beam sweeping across a stormy sea",
-    "Children flying kites on a windy hill",
-    "A train crossing a stone viaduct in the fog",
-    "Fireflies in a forest clearing at dusk",
-    "A chef tossing vegetables in a flaming wok",
-    "Snow falling on a quiet village street",
-    "A sailboat gliding past icebergs",
-    "Lanterns floating on a river at night",
-    "A dog shaking off water after a swim",
-    "Sunflowers turning towards the morning sun",
-)
-_DEMO_FAIL = "A forbidden scene (FAIL: the emulator rejects prompts containing FAIL)"
-
-
-def _demo_items(count: int) -> list[tuple[str, TextToVideo]]:
-    items: list[tuple[str, TextToVideo]] = []
-    for index in range(count):
-        prompt = _DEMO_PROMPTS[index % len(_DEMO_PROMPTS)]
-        if index == count // 2:
-            prompt = _DEMO_FAIL
-        items.append((f"demo-{index + 1:02d}", TextToVideo(prompt=prompt, duration="5")))
-    return items
 
 
 @cli.command()
@@ -662,14 +443,23 @@ def _demo_items(count: int) -> list[tuple[str, TextToVideo]]:
     default=Path("demo-out"),
     show_default=True,
 )
+@click.option(
+    "--dialect",
+    type=click.Choice(["kling", "new-api"]),
+    default="kling",
+    show_default=True,
+    help="Answer as Kling does, or as a gateway running new-api's Kling relay.",
+)
 @click.pass_context
-def demo(ctx: click.Context, count: int, out_dir: Path) -> None:
+def demo(ctx: click.Context, count: int, out_dir: Path, dialect: str) -> None:
     """Run a batch against an in-process emulator with realistic timings and faults.
 
-    Nothing leaves this machine: the emulator listens on 127.0.0.1 only.
+    Nothing leaves this machine: the emulator listens on 127.0.0.1 only. With
+    ``--dialect new-api`` the emulator answers as the new-api gateway's Kling relay does, and the
+    client talks to it as to CometAPI, with no setting for the dialect.
     """
-    console = _console()
-    result = _run(_demo(count, out_dir, console))
+    console = stdout_console()
+    result = run(run_demo(count, out_dir, console, dialect))
     _print_summary(console, result, out_dir)
     console.print(
         "Some failures are expected: the emulator fails ~5% of tasks at random, and one prompt "
@@ -680,45 +470,6 @@ def demo(ctx: click.Context, count: int, out_dir: Path) -> None:
     )
     console.print(f"videos: {out_dir.resolve()}", highlight=False)
     ctx.exit(0)
-
-
-async def _demo(count: int, out_dir: Path, console: Console) -> BatchResult:
-    # Imported here: the emulator is test support, not needed by the other commands.
-    from .testing import FakeKlingServer, Faults, Timeline
-
-    key = secrets.token_hex(16)
-    server = FakeKlingServer(
-        api_key=key,
-        timeline=Timeline(
-            queue_seconds=1.0, processing_seconds=3.5, jitter=0.45, fail_rate=0.05, seed=11
-        ),
-        faults=Faults(
-            rate=0.05,
-            kinds=("500", "503", "drop_before_create", "drop_after_create"),
-            seed=5,
-        ),
-        max_active_tasks=5,
-        rate_limit=6.0,
-        rate_burst=6,
-    )
-    async with server:
-        client = KlingClient(
-            api_key=key,
-            provider=local_emulator(server.url),
-            max_active_tasks=5,
-            poll=PollPolicy(first_delay=0.5, min_interval=0.5, max_interval=1.5),
-            retry=RetryPolicy(base=0.2, cap=2.0),
-        )
-        console.print(
-            f"emulator on {server.url}: {count} prompts, 5 task slots, ~6 requests/s, faults on",
-            highlight=False,
-        )
-        async with client, InMemoryJournal() as journal:
-            display = batch_display(console, count, title="demo")
-            client.events.add(display.event)
-            with display:
-                runner = Batch(client, journal, out_dir, on_entry=display.entry)
-                return await runner.run(_demo_items(count))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

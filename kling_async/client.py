@@ -1,52 +1,63 @@
 """``KlingClient``: one async session over one connection pool.
 
-The client composes small parts and owns none of their logic: the :class:`Transport` sends bytes,
-:mod:`~kling_async.wire` reads them, the :class:`~kling_async.limiter.RateLimiter` spaces requests,
-:class:`~kling_async.slots.TaskSlots` bounds tasks in flight, and the
-:class:`~kling_async.scheduler.PollScheduler` decides when to check which task.
+The client is a facade: configuration, lifecycle and the public verbs. It composes small parts
+and owns none of their logic: the request pipeline (``_pipeline``: limiter, auth, transport,
+wire, retries) sends requests, the create protocol (``_create``: slot hold, 1303 re-queue,
+ambiguous creates, look-up by external id) makes tasks, the book of active tasks (``_active``)
+holds their slots until they finish, and the [`PollScheduler`][kling_async.scheduler.PollScheduler]
+decides when to check which task.
+
+It stays one module over 500 lines on purpose: it is the one page a user reads to learn the
+API, and most of its length is the public verbs' docstrings; the logic behind them lives in
+the modules above.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import uuid
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import anyio
 import attrs
 
-from . import wire
+from . import dialects, wire
+from ._active import ActiveTasks
 from ._closing import AsyncClosing
-from .auth import AccessKeyAuth, ApiKeyAuth, Auth
+from ._config import build_auth, check_options, resolve_provider
+from ._create import Created, CreateOutcome, CreateProtocol
+from ._fanout import submit_all
+from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
+from ._pipeline import RequestPipeline
+from .auth import Auth
 from .clock import Clock, SystemClock
+from .completion import CompletionModel, profile_of
 from .download import Downloader
 from .errors import (
-    APIConnectionError,
-    APIError,
-    BadRequestError,
-    ConcurrencyLimitError,
     ConfigurationError,
+    DownloadError,
     KlingError,
-    NotFoundError,
     PartialSubmitError,
-    RateLimitError,
-    ResponseParseError,
-    ServerError,
-    SubmitUncertainError,
     TaskFailedError,
     WaitTimeoutError,
 )
-from .events import Event, EventHub, Retrying, TaskSubmitted
+from .events import (
+    DownloadFinished,
+    Event,
+    EventHub,
+    TaskSubmitted,
+)
 from .kinds import kind_for_request, kind_named
 from .limiter import RateLimit, RateLimiter, TokenBucketLimiter, UnlimitedLimiter
-from .models import Task, TaskKind, TaskRequest, TextToVideo
-from .providers import COMETAPI, KLING, ExternalIdLookup, Provider
-from .retry import RetryPolicy, needs_new_token
+from .models import ImageToVideo, Task, TaskKind, TaskRequest, TextToVideo
+from .providers import Provider
+from .retry import RetryPolicy
 from .scheduler import PollPolicy
+from .shared import SharedStore
 from .slots import SlotPool, TaskSlots
 from .transport import AiohttpTransport, Transport
 from .validation import RequestLimits
@@ -57,50 +68,12 @@ __all__ = ["ENV_BASE_URL", "KlingClient", "new_external_task_id"]
 
 logger = logging.getLogger("kling_async.client")
 
-_ENV_API_KEY = "COMETAPI_KEY"
-_ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
-_ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 ENV_BASE_URL = "KLING_BASE_URL"
 """The environment variable ``KlingClient`` (and the CLI) read a base URL from."""
-_REFRESH_BATCH = 20
-_LIST_PAGE_SIZE = 500
-_LIST_MAX_PAGES = 4
-"""List pages one batched check may read: 2,000 tasks back, then single GETs take over."""
 
 DEFAULT_RATE = RateLimit(per_second=20.0, burst=40)
 """The default request rate: generous for Kling (which documents no QPS limit on queries), and
 low enough that a batch of thousands does not flood a gateway that does."""
-
-
-def _provider_named(name: str) -> Provider:
-    providers = {"cometapi": COMETAPI, "kling": KLING}
-    try:
-        return providers[name]
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown provider {name!r}; use 'cometapi', 'kling' or a Provider instance"
-        ) from None
-
-
-def _build_auth(
-    provider: Provider, api_key: str | None, access_key: str | None, secret_key: str | None
-) -> Auth:
-    if api_key is not None:
-        return ApiKeyAuth(api_key)
-    if access_key is not None or secret_key is not None:
-        if not (access_key and secret_key):
-            raise ConfigurationError("access_key and secret_key must be given together")
-        return AccessKeyAuth(access_key, secret_key)
-    env_key = os.environ.get(_ENV_API_KEY)
-    if env_key:
-        return ApiKeyAuth(env_key)
-    env_access, env_secret = os.environ.get(_ENV_ACCESS_KEY), os.environ.get(_ENV_SECRET_KEY)
-    if env_access and env_secret:
-        return AccessKeyAuth(env_access, env_secret)
-    raise ConfigurationError(
-        f"no credentials for provider {provider.name!r}: pass api_key=..., or set "
-        f"${_ENV_API_KEY} (or ${_ENV_ACCESS_KEY} and ${_ENV_SECRET_KEY} for Kling's own API)"
-    )
 
 
 class KlingClient(AsyncClosing):
@@ -114,26 +87,33 @@ class KlingClient(AsyncClosing):
         access_key: Kling access key, for the JWT scheme (with ``secret_key``); falls back to
             ``$KLING_ACCESS_KEY``.
         secret_key: Kling secret key; falls back to ``$KLING_SECRET_KEY``.
-        auth: a ready :class:`~kling_async.auth.Auth` instead of the three above.
-        provider: ``"cometapi"`` (default), ``"kling"``, or a :class:`Provider`.
+        auth: a ready [`Auth`][kling_async.auth.Auth] instead of the three above.
+        provider: ``"cometapi"`` (default), ``"kling"``, or a [`Provider`][kling_async.providers.Provider].
         base_url: another host for the provider (a proxy or the emulator); falls back to
             ``$KLING_BASE_URL``.
         limits: request limits checked before sending; defaults to the provider's.
         retry: the retry policy for transient failures.
         rate: requests per second (with burst) shared by every request this client sends
-            (default :data:`DEFAULT_RATE`); a 429 then pauses every request of the client for
+            (default [`DEFAULT_RATE`][kling_async.client.DEFAULT_RATE]); a 429 then pauses every request of the client for
             one shared cool-down. ``None`` for no pacing: a 429 is then retried with each
             request's own back-off.
         max_active_tasks: how many submitted-but-unfinished tasks may exist at once (Kling's
             per-account concurrency); ``submit`` waits for a free slot.
         poll: how often the scheduler checks tasks.
         timeout: seconds allowed for each HTTP request.
-        transport: a custom :class:`Transport` (tests, proxies).
-        clock: a custom :class:`Clock` (tests).
-        limiter: a custom :class:`~kling_async.limiter.RateLimiter` instead of *rate* (one
+        transport: a custom [`Transport`][kling_async.transport.Transport] (tests, proxies).
+        clock: a custom [`Clock`][kling_async.clock.Clock] (tests).
+        limiter: a custom [`RateLimiter`][kling_async.limiter.RateLimiter] instead of *rate* (one
             shared by several clients, say).
-        slots: a custom :class:`~kling_async.slots.TaskSlots` instead of *max_active_tasks*.
-        webhook: a :class:`~kling_async.webhooks.WebhookReceiver` with a ``public_url``. Every
+        slots: a custom [`TaskSlots`][kling_async.slots.TaskSlots] instead of *max_active_tasks*.
+        model_name: the video ``model_name`` for requests that name none; defaults to the
+            provider's ([`DEFAULT_VIDEO_MODEL`][kling_async.providers.DEFAULT_VIDEO_MODEL]). A request's own
+            ``model_name`` always wins.
+        shared: a store shared with other processes of the same account (for instance
+            [`RedisStore`][kling_async.redis_store.RedisStore]): *rate* and *max_active_tasks* then
+            apply to all of them together. The client opens the store on ``async with`` and
+            closes it in [`aclose`][kling_async.client.KlingClient.aclose].
+        webhook: a [`WebhookReceiver`][kling_async.webhooks.WebhookReceiver] with a ``public_url``. Every
             submission without a ``callback_url`` then gets the receiver's, and watchers track
             such tasks by callback with polling only as a safety net; an unsigned final status
             makes the watcher check the task at once.
@@ -165,60 +145,92 @@ class KlingClient(AsyncClosing):
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         slots: TaskSlots | None = None,
+        model_name: str | None = None,
         webhook: WebhookReceiver | None = None,
+        shared: SharedStore | None = None,
     ) -> None:
-        resolved = _provider_named(provider) if isinstance(provider, str) else provider
-        base_url = base_url or os.environ.get(ENV_BASE_URL)
-        if base_url is not None:
-            if not base_url.startswith(("http://", "https://")):
-                raise ConfigurationError(
-                    f"base_url must start with http:// or https://: {base_url!r}"
-                )
-            resolved = resolved.with_base_url(base_url)
-        if max_active_tasks is not None and max_active_tasks < 1:
-            raise ConfigurationError("max_active_tasks must be at least 1")
-        if timeout <= 0:
-            raise ConfigurationError("timeout must be positive")
-        if webhook is not None:
-            if not webhook.public_url:
-                raise ConfigurationError(
-                    "KlingClient(webhook=...) needs a receiver with public_url: the externally "
-                    "reachable URL of its callback route, which the client sends as callback_url"
-                )
-            webhook.callback_url()  # a public_url that is not http(s) fails here, not on submit
+        resolved = resolve_provider(provider, base_url or os.environ.get(ENV_BASE_URL))
+        check_options(
+            max_active_tasks=max_active_tasks,
+            timeout=timeout,
+            model_name=model_name,
+            webhook=webhook,
+        )
         self.provider = resolved
         """Where requests go, and which unconfirmed features are relied on."""
         self.limits = limits or resolved.limits
         """The request limits checked before sending."""
         self.retry = retry or RetryPolicy()
         """The retry policy."""
-        self.poll_policy = poll or PollPolicy()
+        # The default policy expects Kling's minutes-long tasks; the emulator's take moments.
+        self.poll_policy = poll or (
+            PollPolicy() if resolved.real_durations else PollPolicy(expected=None)
+        )
         """How the scheduler paces status checks."""
+        self.model_name = model_name or resolved.default_model
+        """The video ``model_name`` sent for requests that name none (``None``: left out)."""
+        self.completions = CompletionModel()
+        """How long this client's tasks took, per kind of request; the scheduler checks there."""
         self.timeout = timeout
+        """Seconds allowed for each HTTP request."""
         self.clock: Clock = clock or SystemClock()
         self.events = EventHub()
         """Subscribe to submissions, polls, retries and finished tasks: ``client.events.add(fn)``."""
-        self._auth = auth or _build_auth(resolved, api_key, access_key, secret_key)
-        # Shared by every request and never mutated: the transport reads it, aiohttp copies it.
-        self._request_headers: dict[str, str] = {}
-        self._transport = transport or AiohttpTransport()
-        self.limiter: RateLimiter = limiter or (
-            TokenBucketLimiter(rate, clock=self.clock, events=self._emit)
-            if rate is not None
-            else UnlimitedLimiter()
+        self._auth = auth or build_auth(resolved, api_key, access_key, secret_key)
+        self._shared = shared
+        self._shared_open = False
+        if limiter is None and rate is not None:
+            limiter = (
+                TokenBucketLimiter(rate, clock=self.clock, events=self._emit)
+                if shared is None
+                else shared.rate_limiter(rate, clock=self.clock, events=self._emit)
+            )
+        # Without pacing the pipeline skips the limiter altogether (no awaits per request).
+        paced = limiter
+        self.limiter: RateLimiter = limiter or UnlimitedLimiter()
+        if slots is None:
+            slots = (
+                SlotPool(max_active_tasks, clock=self.clock, events=self._emit)
+                if shared is None
+                else shared.task_slots(max_active_tasks, clock=self.clock, events=self._emit)
+            )
+        self.slots: TaskSlots = slots
+        self._pipeline = RequestPipeline(
+            provider=resolved,
+            auth=self._auth,
+            transport=transport or AiohttpTransport(),
+            limiter=paced,
+            retry=self.retry,
+            clock=self.clock,
+            events=self.events,
+            emit=self._emit,
+            timeout=timeout,
         )
-        self.slots: TaskSlots = slots or SlotPool(
-            max_active_tasks, clock=self.clock, events=self._emit
-        )
-        self._active: dict[str, Task] = {}
-        self._closed = False
-        self._downloader: Downloader | None = None
-        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
-        self._refresh_lock = anyio.Lock()
+        # The request pipeline's entry point (the kinds with extra steps use it too).
+        self._call = self._pipeline.call
         self.webhook = webhook
         """The callback receiver this client fills ``callback_url`` in for, if any."""
-        # Unfinished tasks created with the receiver's callback URL.
-        self._callback_ids: set[str] = set()
+        self._book = ActiveTasks(
+            slots=slots,
+            clock=self.clock,
+            policy=lambda: self.poll_policy,
+            completions=self.completions,
+            emit=self._emit,
+            webhook=webhook,
+        )
+        self._book.refresh = self._refresh
+        self._creates = CreateProtocol(
+            call=self._call,
+            provider=resolved,
+            retry=self.retry,
+            clock=self.clock,
+            slots=slots,
+            acquire_slot=self._book.acquire_slot,
+            emit=self._emit,
+        )
+        # Cleared when the provider turns out to answer no list route despite supports_list.
+        self._lists_work = resolved.supports_list
+        self._downloader: Downloader | None = None
         if webhook is not None:
             webhook.bind(self)
 
@@ -228,92 +240,33 @@ class KlingClient(AsyncClosing):
             f"auth={self._auth!r})"
         )
 
+    @property
+    def _closed(self) -> bool:
+        return self._pipeline.closed
+
     async def __aenter__(self) -> KlingClient:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
+        if self._shared is not None and not self._shared_open:
+            await self._shared.open()
+            self._shared_open = True
         return self
 
     async def aclose(self) -> None:
-        """Close the connection pool. Safe to call twice."""
+        """Close the connection pool (and the shared store, if it opened one). Safe to call twice."""
         if not self._closed and self.webhook is not None:
             self.webhook.unbind(self)
-        self._closed = True
+        self._pipeline.closed = True
+        if self._shared is not None and self._shared_open:
+            self._shared_open = False
+            await self._shared.aclose()
         downloader, self._downloader = self._downloader, None
         if downloader is not None:
             await downloader.aclose()
-        await self._transport.aclose()
+        await self._pipeline.aclose()
 
     def _emit(self, event: Event) -> None:
         self.events(event)
-
-    def _headers(self) -> dict[str, str]:
-        """The request headers, rebuilt only when the Authorization value changes (a new JWT)."""
-        authorization = self._auth.header()
-        if self._request_headers.get("Authorization") != authorization:
-            self._request_headers = {"Authorization": authorization, "Accept": "application/json"}
-        return self._request_headers
-
-    # -- requests --------------------------------------------------------------------------
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        retry: bool = True,
-    ) -> Any:
-        """Send one API request through the limiter, retrying transient failures if *retry*."""
-        if self._closed:
-            raise ConfigurationError("this client is closed; create a new KlingClient")
-        where = f"{method} {path}"
-        retries = 0
-        resigned = False
-        limiter = self.limiter
-        # Without a rate limit there is nothing to await or report: skip it on the hot path.
-        unlimited = isinstance(limiter, UnlimitedLimiter)
-        while True:
-            if not unlimited:
-                await limiter.acquire()
-            try:
-                raw = await self._transport.request(
-                    method,
-                    self.provider.url(path),
-                    headers=self._headers(),
-                    json=json,
-                    params=params,
-                    timeout=self.timeout,
-                )
-                data = wire.parse_envelope(raw.status, raw.headers, raw.body, where=where)
-            except (APIError, APIConnectionError, ResponseParseError) as exc:
-                # One shared cool-down for every coroutine, instead of N private back-offs.
-                shared_pause = (
-                    not unlimited
-                    and isinstance(exc, RateLimitError)
-                    and not isinstance(exc, ConcurrencyLimitError)
-                )
-                if shared_pause:
-                    limiter.on_rate_limited(getattr(exc, "retry_after", None))
-                if needs_new_token(exc) and not resigned:
-                    self._auth.invalidate()
-                    resigned = True
-                    continue
-                if not retry or not self.retry.should_retry(exc, retries):
-                    raise
-                delay = self.retry.delay(retries, getattr(exc, "retry_after", None))
-                if shared_pause:
-                    delay = 0.0
-                retries += 1
-                logger.info(
-                    "%s failed (%s); retry %d in %.2fs", where, type(exc).__name__, retries, delay
-                )
-                self._emit(Retrying(operation=where, attempt=retries, delay=delay, error=exc))
-                await self.clock.sleep(delay)
-                continue
-            if not unlimited:
-                limiter.on_success()
-            return data
 
     # -- single tasks ----------------------------------------------------------------------
 
@@ -321,8 +274,8 @@ class KlingClient(AsyncClosing):
         """Fetch a task's current state.
 
         Args:
-            task: a :class:`Task`, or a task id (then *kind* says which endpoint created it).
-            kind: the task kind when *task* is an id: a :class:`TaskKind` or its name.
+            task: a [`Task`][kling_async.models.Task], or a task id (then *kind* says which endpoint created it).
+            kind: the task kind when *task* is an id: a [`TaskKind`][kling_async.models.TaskKind] or its name.
         """
         if isinstance(task, Task):
             task_id, resolved = task.id, task.kind
@@ -338,29 +291,21 @@ class KlingClient(AsyncClosing):
             found = task
         else:
             found = wire.parse_task(data, resolved, where=f"GET {path}")
-        self.observe(found)
+        if self._book.needs_observing(found):
+            await self._book.observe(found)
         return found
 
-    def adopt(self, task: Task) -> None:
+    async def adopt(self, task: Task) -> None:
         """Count an unfinished task created earlier (a resumed batch) against the task slots.
 
         Its slot frees, like any other, when the client sees the task finish. Adopting a task
         twice, or a finished one, does nothing.
         """
-        if task.is_finished or task.id in self._active:
-            return
-        adopt = getattr(self.slots, "adopt", None)
-        if adopt is not None:
-            adopt(1)
-            self._active[task.id] = task
+        await self._book.adopt(task)
 
-    def observe(self, task: Task) -> None:
+    async def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""
-        if not task.is_finished:
-            return
-        self._callback_ids.discard(task.id)
-        if self._active.pop(task.id, None) is not None:
-            self.slots.release()
+        await self._book.observe(task)
 
     async def list_tasks(
         self, kind: TaskKind | str = "text2video", *, page: int = 1, page_size: int = 30
@@ -379,33 +324,27 @@ class KlingClient(AsyncClosing):
     ) -> Task | None:
         """Look a task up by its ``external_task_id``; ``None`` when the server says it has none.
 
-        The query form comes from :attr:`Provider.external_lookup` (UNCONFIRMED on CometAPI).
+        The query form comes from ``Provider.external_lookup`` (UNCONFIRMED on CometAPI).
 
         Raises:
             SubmitUncertainError: when the provider has no look-up form configured.
         """
-        resolved = kind_named(kind) if isinstance(kind, str) else kind
-        lookup = self.provider.external_lookup
-        if lookup is ExternalIdLookup.NONE:
-            raise SubmitUncertainError(
-                "this provider has no external-id look-up",
-                external_task_id=external_task_id,
-                kind=resolved.name,
-            )
-        try:
-            if lookup is ExternalIdLookup.PATH:
-                path = f"{resolved.path}/{external_task_id}"
-                data = await self._call("GET", path)
-            else:
-                path = resolved.path
-                data = await self._call("GET", path, params={"external_task_id": external_task_id})
-        except NotFoundError:
-            return None
-        if isinstance(data, list):
-            tasks = wire.parse_task_list(data, resolved, where=f"GET {path}")
-            matches = [task for task in tasks if task.external_task_id == external_task_id]
-            return matches[0] if matches else None
-        return wire.parse_task(data, resolved, where=f"GET {path}")
+        found, _ = await self._creates.find_external(external_task_id, _kind(kind))
+        return found
+
+    async def find_created(
+        self, external_task_id: str, kind: TaskKind | str = "text2video"
+    ) -> tuple[Task | None, bool]:
+        """After an ambiguous create: the task it made, and whether none can exist for sure.
+
+        Returns ``(task, False)`` when found, ``(None, True)`` only when the provider's "not
+        found" is trusted (``Provider.trust_not_found``) *and* came from Kling itself, and
+        ``(None, False)`` when the answer proves nothing (a re-send might pay twice).
+
+        Raises:
+            SubmitUncertainError: when the provider has no look-up form configured.
+        """
+        return await self._creates.find_created(external_task_id, _kind(kind))
 
     # -- creating tasks --------------------------------------------------------------------
 
@@ -423,6 +362,16 @@ class KlingClient(AsyncClosing):
             SubmitUncertainError: when a task may exist and the client could not find out.
             APIError: for definite failures (content policy, bad parameters, auth, balance).
         """
+        outcome = await self._submit_outcome(request, external_task_id=external_task_id)
+        if isinstance(outcome, Created):
+            return outcome.task
+        raise outcome.error
+
+    async def _submit_outcome(
+        self, request: TaskRequest, *, external_task_id: str | None = None
+    ) -> CreateOutcome:
+        """[`submit`][kling_async.client.KlingClient.submit], answering what came of it instead
+        of raising for a refused or uncertain create (``Batch`` records these)."""
         kind = kind_for_request(request)
         callback = None
         if self.webhook is not None:
@@ -431,70 +380,60 @@ class KlingClient(AsyncClosing):
                 request = attrs.evolve(request, callback_url=callback)
             elif request.callback_url != callback:
                 callback = None  # the caller's own endpoint: no callback for our receiver
+        request = self._with_defaults(request, kind)
         self.limits.check(request)
         ext_id = external_task_id or request.external_task_id or new_external_task_id()
         body = wire.request_body(request, external_task_id=ext_id)
-        await self._acquire_slot()
-        slot = _HeldSlot()
-        try:
-            task = await self._create(kind, body, ext_id, slot)
-        except BaseException:
-            if slot.held:
-                self.slots.release()
-            raise
+        started = self.clock.now()
+        outcome = await self._creates.create(kind, body, ext_id)
+        if not isinstance(outcome, Created):
+            return outcome
+        task = outcome.task
         if task.external_task_id is None:
-            task = _with_external_id(task, ext_id)
-        if task.is_finished:
-            self.slots.release()
-        else:
-            self._active[task.id] = task
+            task = attrs.evolve(task, external_task_id=ext_id)
+            outcome = attrs.evolve(outcome, task=task)
+        await self._book.bind(task, outcome.lease)
+        if not task.is_finished:
+            self.completions.submitted(task.id, profile_of(request, kind.name), self.clock.now())
             if callback is not None:
-                self._callback_ids.add(task.id)
-        self._emit(TaskSubmitted(task=task))
-        return task
+                self._book.callback_ids.add(task.id)
+        self._emit(TaskSubmitted(task, request, self.clock.now() - started))
+        return outcome
+
+    def _with_defaults(self, request: TaskRequest, kind: TaskKind) -> TaskRequest:
+        """Name the model and the fields whose default a gateway would change, explicitly."""
+        changes: dict[str, Any] = {
+            field: value
+            for field, value in dialects.EXPLICIT_DEFAULTS.get(kind.name, {}).items()
+            if getattr(request, field, value) is None
+        }
+        # Only where the video models apply: other kinds have models (or none) of their own.
+        if (
+            kind.uses_video_model
+            and getattr(request, "model_name", None) is None
+            and self.model_name is not None
+        ):
+            changes["model_name"] = self.model_name
+        return attrs.evolve(request, **changes) if changes else request
 
     def expects_callback(self, task: Task | str) -> bool:
         """Whether *task* was created by this client with its receiver's ``callback_url``.
 
         Args:
-            task: a :class:`Task` or a task id.
+            task: a [`Task`][kling_async.models.Task] or a task id.
         """
-        return (task.id if isinstance(task, Task) else task) in self._callback_ids
+        return (task.id if isinstance(task, Task) else task) in self._book.callback_ids
 
-    async def _acquire_slot(self) -> None:
-        """Wait for a task slot, checking our own unfinished tasks while we wait.
+    def _refresh_interval(self) -> float:
+        return self._book.refresh_interval()
 
-        Slots free when the client sees a task finish. A caller who submits without watching
-        would otherwise wait forever, so while submitters wait, one of them at a time refreshes
-        the oldest active tasks that no open watcher is already tracking, once per poll interval
-        (with one list request where the provider supports it).
-        """
-        while True:
-            with anyio.move_on_after(self.poll_policy.min_interval):
-                await self.slots.acquire()
-                return
-            if self._refresh_lock.locked():
-                continue
-            async with self._refresh_lock:
-                await self._refresh_unwatched()
-
-    async def _refresh_unwatched(self) -> None:
-        watched: set[str] = set()
-        for watcher in self._watchers:
-            if watcher.running:  # a watcher left behind checks nothing
-                watched.update(task.id for task in watcher.pending)
-        stale = [task for task in self._active.values() if task.id not in watched]
-        stale = stale[:_REFRESH_BATCH]
-        if not stale:
+    async def _refresh(self, tasks: Sequence[Task]) -> None:
+        """Check *tasks* (unwatched ones, while submitters wait for a slot)."""
+        if self._lists_work:
+            await self._batch_fetch(tasks)
             return
-        try:
-            if self.provider.supports_list:
-                await self._batch_fetch(stale)
-                return
-            for task in stale:
-                await self.get_task(task)
-        except (APIError, APIConnectionError) as exc:
-            logger.info("refreshing tasks while waiting for a slot failed: %s", exc)
+        for task in tasks:
+            await self.get_task(task)
 
     async def text_to_video(self, prompt: str, **fields: Any) -> Task:
         """Shorthand for ``submit(TextToVideo(prompt=prompt, **fields))``.
@@ -504,97 +443,6 @@ class KlingClient(AsyncClosing):
             task = await client.text_to_video("A beach at sunset", aspect_ratio="9:16", mode="pro")
         """
         return await self.submit(TextToVideo(prompt=prompt, **fields))
-
-    async def _create(
-        self, kind: TaskKind, body: dict[str, Any], ext_id: str, slot: _HeldSlot
-    ) -> Task:
-        retries = 0
-        maybe_created = False
-        first_1303: float | None = None
-        while True:
-            try:
-                data = await self._call("POST", kind.path, json=body, retry=False)
-                return wire.parse_task(data, kind, where=f"POST {kind.path}")
-            except ConcurrencyLimitError as exc:
-                # Definitely not created; someone else holds slots on this account.
-                error: KlingError = exc
-                now = self.clock.now()
-                first_1303 = now if first_1303 is None else first_1303
-                # Shrink first, while this submission still holds its slot: a slot released into
-                # the old limit would go straight to the next waiter, to meet a 1303 of its own.
-                self.slots.on_concurrency_limited()
-                limit = self.retry.max_concurrency_wait
-                if limit is not None and now - first_1303 >= limit:
-                    raise  # submit() releases the slot on the way out
-                self.slots.release()
-                slot.held = False
-                await self.clock.sleep(self.retry.delay(min(retries, 4), exc.retry_after))
-                if limit is None:
-                    await self._acquire_slot()
-                else:
-                    # The slot limit just shrank to what is running: waiting for a slot is part
-                    # of the wait that the cap bounds.
-                    with anyio.move_on_after(
-                        max(0.0, first_1303 + limit - self.clock.now())
-                    ) as wait:
-                        await self._acquire_slot()
-                    if wait.cancelled_caught:
-                        raise
-                slot.held = True
-                retries += 1
-                continue
-            except BadRequestError as exc:
-                if maybe_created and "external_task_id" in exc.message:
-                    # Our earlier attempt did land: the id is taken by the task we created.
-                    found = await self._lookup_after_ambiguous(kind, ext_id)
-                    if found is not None:
-                        return found
-                raise
-            except (APIConnectionError, ServerError, RateLimitError, ResponseParseError) as exc:
-                error = exc
-                ambiguous = _ambiguous(exc)
-            if not self.retry.should_retry(error, retries):
-                if ambiguous or maybe_created:
-                    found = await self._lookup_after_ambiguous(kind, ext_id)
-                    if found is not None:
-                        return found
-                    raise SubmitUncertainError(
-                        f"create failed ({error}) and retries are exhausted",
-                        external_task_id=ext_id,
-                        kind=kind.name,
-                    ) from error
-                raise error
-            if ambiguous:
-                maybe_created = True
-                found = await self._lookup_after_ambiguous(kind, ext_id)
-                if found is not None:
-                    logger.info("create of %s was ambiguous; adopted task %s", ext_id, found.id)
-                    return found
-            delay = self.retry.delay(retries, getattr(error, "retry_after", None))
-            retries += 1
-            self._emit(
-                Retrying(operation=f"POST {kind.path}", attempt=retries, delay=delay, error=error)
-            )
-            await self.clock.sleep(delay)
-
-    async def _lookup_after_ambiguous(self, kind: TaskKind, ext_id: str) -> Task | None:
-        """Find the task an ambiguous create may have made; raise if we cannot be sure."""
-        try:
-            found = await self.find_by_external_id(ext_id, kind)
-        except (APIError, APIConnectionError) as exc:
-            raise SubmitUncertainError(
-                f"create may have succeeded and the look-up failed ({exc})",
-                external_task_id=ext_id,
-                kind=kind.name,
-            ) from exc
-        if found is None and not self.provider.trust_not_found:
-            raise SubmitUncertainError(
-                f"create may have succeeded; provider {self.provider.name!r} cannot confirm "
-                "that no task exists",
-                external_task_id=ext_id,
-                kind=kind.name,
-            )
-        return found
 
     @overload
     async def submit_many(
@@ -625,27 +473,13 @@ class KlingClient(AsyncClosing):
 
         Every request is validated before the first is sent. Submissions wait for task slots
         (``max_active_tasks``) and share the rate limiter. If some fail, the tasks that were created
-        are never lost: they are in :attr:`PartialSubmitError.tasks` (or, with
+        are never lost: they are in ``PartialSubmitError.tasks`` (or, with
         ``return_exceptions=True``, the result list holds the error in that request's place).
         """
         items = list(requests)
         for request in items:
             self.limits.check(request)
-        gate = anyio.CapacityLimiter(max(1, concurrency))
-
-        outcomes: dict[int, Task | KlingError] = {}
-
-        async def one(index: int, request: TaskRequest) -> None:
-            async with gate:
-                try:
-                    outcomes[index] = await self.submit(request)
-                except KlingError as exc:
-                    outcomes[index] = exc
-
-        async with anyio.create_task_group() as group:
-            for index, request in enumerate(items):
-                group.start_soon(one, index, request)
-        results: list[Task | KlingError] = [outcomes[index] for index in range(len(items))]
+        results = await submit_all(self.submit, items, concurrency)
         if return_exceptions:
             return results
         errors = [
@@ -674,7 +508,7 @@ class KlingClient(AsyncClosing):
             tasks: tasks to track from the start (then no more can be added; an empty list
                 ends iteration at once). Omit it for a stream.
             timeout: overall seconds; when they pass, iteration yields what finished and then
-                raises :class:`~kling_async.WaitTimeoutError` listing the pending tasks.
+                raises [`WaitTimeoutError`][kling_async.errors.WaitTimeoutError] listing the pending tasks.
             task_timeout: seconds per task, counted from when it is added.
 
         Example::
@@ -685,18 +519,19 @@ class KlingClient(AsyncClosing):
         """
         watcher = Watcher(
             fetch=self.get_task,
-            batch_fetch=self._batch_fetch if self.provider.supports_list else None,
+            batch_fetch=self._batch_fetch if self._lists_work else None,
             policy=self.poll_policy,
             clock=self.clock,
             events=self.events,
-            on_finished=self.observe,
+            on_finished=self._book.observe,
             timeout=timeout,
             task_timeout=task_timeout,
-            batch_size=_LIST_PAGE_SIZE,
+            batch_size=LIST_PAGE_SIZE,
             callbacks=self.webhook,
             expects_callback=self.expects_callback if self.webhook is not None else None,
+            completions=self.completions,
         )
-        self._watchers.add(watcher)
+        self._book.watchers.add(watcher)
         if tasks is not None:
             for task in tasks:
                 watcher.add(task)
@@ -709,20 +544,15 @@ class KlingClient(AsyncClosing):
         Returns every task on the listed pages, not only those asked for: the scheduler counts
         the others it tracks as checked too.
         """
-        found: list[Task] = []
-        for kind in {task.kind for task in tasks}:
-            wanted = {task.id for task in tasks if task.kind == kind}
-            # The newest tasks come first; walk back until every wanted one was seen, a short
-            # page says there are no more, or the page cap is reached (older tasks then fall
-            # back to their own GETs in the scheduler).
-            for page in range(1, _LIST_MAX_PAGES + 1):
-                listed = await self.list_tasks(kind, page=page, page_size=_LIST_PAGE_SIZE)
-                found.extend(listed)
-                wanted.difference_update(task.id for task in listed)
-                if not wanted or len(listed) < _LIST_PAGE_SIZE:
-                    break
-        for task in found:
-            self.observe(task)
+        if not self._lists_work:
+            return [await self.get_task(task) for task in tasks]
+        try:
+            found = await fetch_by_listing(tasks, self.list_tasks, self._book.observe)
+        except NoListRoute:
+            # No list route after all (a gateway in front of the provider): check one task
+            # at a time from now on, instead of failing every watcher.
+            self._lists_work = False
+            return [await self.get_task(task) for task in tasks]
         return found
 
     async def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:  # noqa: ASYNC109 - a polling deadline the scheduler enforces
@@ -744,21 +574,81 @@ class KlingClient(AsyncClosing):
     ) -> Path:
         """Download one video of a finished task to *dest* (a folder or a file path).
 
-        See :class:`~kling_async.download.Downloader` for how files are verified and resumed.
+        See [`Downloader`][kling_async.download.Downloader] for how files are verified and resumed.
         """
         if self._downloader is None:
             # Its own session, created on first use: CDN links never see the API key.
             self._downloader = Downloader(refresh=self.get_task, retry=self.retry, clock=self.clock)
-        return await self._downloader.download(task, dest, watermark=watermark, index=index)
+        started = self.clock.now()
+        try:
+            path = await self._downloader.download(task, dest, watermark=watermark, index=index)
+        except DownloadError as exc:
+            self._emit(DownloadFinished(task, self.clock.now() - started, error=exc))
+            raise
+        if self.events:
+            size = (await anyio.Path(path).stat()).st_size
+            self._emit(DownloadFinished(task, self.clock.now() - started, size))
+        return path
 
+    # -- shortcuts -------------------------------------------------------------------------
 
-class _HeldSlot:
-    """Whether a submission holds its task slot right now (a 1303 gives it back for a while)."""
+    async def image_to_video(
+        self, image: str | os.PathLike[str], prompt: str | None = None, **fields: Any
+    ) -> Task:
+        """Shorthand for ``submit(ImageToVideo(image=..., prompt=prompt, **fields))``.
 
-    __slots__ = ("held",)
+        Args:
+            image: an image URL or raw base64 text, or the path of a local image file (a
+                ``Path`` or other path object, not a ``str``), which is read and
+                sent as base64.
+            prompt: what should happen in the video.
+            **fields: any other [`ImageToVideo`][kling_async.models.ImageToVideo] field.
 
-    def __init__(self) -> None:
-        self.held = True
+        Example::
+
+            task = await client.image_to_video(Path("cat.png"), "The cat waves")
+        """
+        if isinstance(image, str):
+            encoded = image
+        else:
+            data = await anyio.Path(image).read_bytes()
+            encoded = base64.b64encode(data).decode("ascii")
+        return await self.submit(ImageToVideo(image=encoded, prompt=prompt, **fields))
+
+    async def generate(
+        self,
+        prompt: str | TaskRequest,
+        *,
+        to: str | os.PathLike[str] = ".",
+        timeout: float | None = 1800.0,  # noqa: ASYNC109 - a polling deadline, as in wait()
+        **fields: Any,
+    ) -> Path:
+        """Submit, wait and download in one call; returns the saved file.
+
+        Args:
+            prompt: a text prompt (then *fields* are [`TextToVideo`][kling_async.models.TextToVideo]
+                fields), or a ready request of any kind.
+            to: a folder (an existing one, or a path ending with a separator) or a file path.
+            timeout: seconds to wait for the task to finish.
+            **fields: request fields, only with a text prompt.
+
+        Raises:
+            TaskFailedError: the task failed.
+            WaitTimeoutError: it did not finish within *timeout* (it keeps running).
+
+        Example::
+
+            path = await client.generate("A beach at sunset", to="out/", aspect_ratio="9:16")
+        """
+        if isinstance(prompt, str):
+            request: TaskRequest = TextToVideo(prompt=prompt, **fields)
+        elif fields:
+            raise ConfigurationError("generate(request, ...) takes no extra fields")
+        else:
+            request = prompt
+        task = await self.submit(request)
+        done = await self.wait(task, timeout=timeout)
+        return await self.download(done, to)
 
 
 def new_external_task_id() -> str:
@@ -766,16 +656,5 @@ def new_external_task_id() -> str:
     return f"kling-async-{uuid.uuid4().hex}"
 
 
-def _ambiguous(error: KlingError) -> bool:
-    """Whether a failed create may nevertheless have created a task."""
-    if isinstance(error, APIConnectionError):
-        return error.maybe_sent
-    if isinstance(error, ResponseParseError):
-        # The server answered, so it saw the request; the answer just cannot be read.
-        return True
-    # A 5xx came from a server that may have recorded the task before failing; a 429 did not.
-    return isinstance(error, ServerError)
-
-
-def _with_external_id(task: Task, ext_id: str) -> Task:
-    return attrs.evolve(task, external_task_id=ext_id)
+def _kind(kind: TaskKind | str) -> TaskKind:
+    return kind_named(kind) if isinstance(kind, str) else kind

@@ -1,12 +1,13 @@
 """Time, behind a two-method interface so that tests can replace it.
 
 The limiter, the task slots and the poll scheduler never call ``time`` or ``anyio.sleep``
-directly; they take a :class:`Clock`. :class:`kling_async.testing.FakeClock` is the test double.
+directly; they take a [`Clock`][kling_async.clock.Clock]. ``kling_async.testing.FakeClock`` is the test double.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import anyio
@@ -25,14 +26,27 @@ class Clock(Protocol):
         """Sleep for *seconds* (at least 0)."""
         ...
 
+    def deadline(self, seconds: float | None) -> AbstractContextManager[anyio.CancelScope, bool]:
+        """A scope that is cancelled, quietly, once *seconds* have passed on this clock.
+
+        Like ``anyio.move_on_after`` but on this clock's time, so that a test on a fake clock
+        covers the deadline too; ``None`` means no deadline. The scope's ``cancelled_caught``
+        says whether the deadline ended the block.
+        """
+        ...
+
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`anyio.sleep`."""
+    """The real clock: ``time.monotonic`` and ``anyio.sleep``."""
 
     def now(self) -> float:
-        """Return :func:`time.monotonic`."""
+        """Return ``time.monotonic``."""
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep with :func:`anyio.sleep`."""
+        """Sleep with ``anyio.sleep``."""
         await anyio.sleep(max(0.0, seconds))
+
+    def deadline(self, seconds: float | None) -> AbstractContextManager[anyio.CancelScope, bool]:
+        """``anyio.move_on_after`` (wall time is this clock's time)."""
+        return anyio.move_on_after(seconds)

@@ -1,11 +1,11 @@
 """What happened, as small values handed to synchronous callbacks.
 
-The limiter, the task slots and the poll scheduler report progress as :data:`Event` values to an
-:data:`EventSink`: any plain callable taking one event. Sinks are meant to be cheap (a progress bar,
+The limiter, the task slots and the poll scheduler report progress as [`Event`][kling_async.events.Event] values to an
+[`EventSink`][kling_async.events.EventSink]: any plain callable taking one event. Sinks are meant to be cheap (a progress bar,
 a metrics counter, a log line); they run inline, so they must not block.
 
-A sink that raises never breaks the work that emitted the event: :class:`EventHub` and
-:func:`emit` log the exception and carry on. A broken progress bar must not cost a batch.
+A sink that raises never breaks the work that emitted the event: [`EventHub`][kling_async.events.EventHub] and
+[`emit`][kling_async.events.emit] log the exception and carry on. A broken progress bar must not cost a batch.
 
 Examples:
     >>> seen = []
@@ -25,15 +25,20 @@ from typing import TypeAlias
 
 import attrs
 
-from .models import Task
+from .models import Task, TaskRequest
 
 __all__ = [
+    "CallbackReceived",
     "ConcurrencyLimited",
+    "DownloadFinished",
     "Event",
     "EventHub",
     "EventSink",
+    "LimiterWaited",
     "RateLimited",
+    "RequestCompleted",
     "Retrying",
+    "SlotAcquired",
     "TaskExpired",
     "TaskFinished",
     "TaskPolled",
@@ -50,9 +55,13 @@ class TaskSubmitted:
 
     Attributes:
         task: the task as the create answer described it.
+        request: what was sent (it holds the prompt: never in the repr).
+        duration: seconds from the ``submit()`` call to the create answer, slot wait included.
     """
 
     task: Task
+    request: TaskRequest | None = attrs.field(default=None, eq=False, repr=False)
+    duration: float | None = None
 
 
 @attrs.frozen
@@ -129,6 +138,87 @@ class ConcurrencyLimited:
     limit: int
 
 
+@attrs.frozen
+class RequestCompleted:
+    """One HTTP request to the API was answered, or failed without an answer.
+
+    Reported once per attempt: a request retried twice is three events.
+
+    Attributes:
+        method: the HTTP method.
+        path: the resource path below the provider's prefix (``"videos/text2video/8675309"``).
+        url: the full URL without its query string (it never carries a credential).
+        duration: seconds from sending to the whole answer read (or the failure).
+        status: the HTTP status, or ``None`` when no answer came.
+        attempt: how many earlier attempts of this request failed (0 for the first).
+        error: why the request failed (an answer with an error code, a broken connection), or
+            ``None``.
+    """
+
+    method: str
+    path: str
+    url: str
+    duration: float
+    status: int | None
+    attempt: int = 0
+    error: BaseException | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class SlotAcquired:
+    """A submission got its task slot (``max_active_tasks``).
+
+    Attributes:
+        waited: seconds it waited for the slot (0 when one was free).
+    """
+
+    waited: float
+
+
+@attrs.frozen
+class LimiterWaited:
+    """A request had to wait for the rate limiter before it could be sent.
+
+    Attributes:
+        waited: seconds it waited (a cool-down after a 429 included).
+    """
+
+    waited: float
+
+
+@attrs.frozen
+class DownloadFinished:
+    """``KlingClient.download`` finished, with a file or with an error.
+
+    Attributes:
+        task: the task whose video was downloaded.
+        duration: seconds the download took, retries and URL refreshes included.
+        size: bytes of the finished file (0 on failure).
+        error: why it failed, or ``None``.
+    """
+
+    task: Task
+    duration: float
+    size: int = 0
+    error: BaseException | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class CallbackReceived:
+    """The webhook receiver answered one callback request.
+
+    Attributes:
+        status: the HTTP status answered (200 when accepted).
+        reason: ``"accepted"``, ``"duplicate"``, or why it was refused (``"wrong token"``,
+            ``"bad signature"``, ...); never the token itself.
+        task: the task the callback described, when it was read that far.
+    """
+
+    status: int
+    reason: str
+    task: Task | None = None
+
+
 Event: TypeAlias = (
     TaskSubmitted
     | TaskPolled
@@ -137,6 +227,11 @@ Event: TypeAlias = (
     | Retrying
     | RateLimited
     | ConcurrencyLimited
+    | RequestCompleted
+    | SlotAcquired
+    | LimiterWaited
+    | DownloadFinished
+    | CallbackReceived
 )
 """Any event kling_async reports."""
 
@@ -163,7 +258,7 @@ def emit(sink: EventSink | None, event: Event) -> None:
 class EventHub:
     """Fans each event out to any number of sinks.
 
-    An :class:`EventHub` is itself an :data:`EventSink`, so it can be passed wherever one sink is
+    An [`EventHub`][kling_async.events.EventHub] is itself an [`EventSink`][kling_async.events.EventSink], so it can be passed wherever one sink is
     expected. Sinks are called in the order they were added; one that raises is logged and the
     others still run.
     """

@@ -2,8 +2,10 @@
 
 Nothing here does I/O. Requests check the rules that hold on every provider when they are built
 (``mode`` is ``std`` or ``pro``, a ``simple`` camera move has exactly one non-zero value); limits
-that differ between providers (prompt length) are checked by :mod:`kling_async.validation` with the
-client's :class:`~kling_async.RequestLimits`.
+that differ between providers (prompt length) are checked by [`kling_async.validation`][kling_async.validation] with the
+client's [`RequestLimits`][kling_async.validation.RequestLimits]. The nested values of video
+requests (camera moves, shots, motion brushes, voices, elements) live in the private
+``_request_parts`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,15 +13,52 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import attrs
 
-from .errors import ValidationError
+from . import _fields
+from ._request_parts import (
+    CameraConfig,
+    CameraControl,
+    DynamicMask,
+    Element,
+    MultiPrompt,
+    TrajectoryPoint,
+    Voice,
+)
+from ._request_parts import CameraType as CameraType
+from ._request_parts import fail as _fail
+from .media import Audio, Image, audios_in, images_in
+
+if TYPE_CHECKING:
+    from .lipsync import AdvancedLipSync
+    from .multielements import MultiElements
+    from .requests import (
+        AvatarImageToVideo,
+        ImageExpand,
+        ImageGeneration,
+        MotionControl,
+        MultiImageToImage,
+        MultiImageToVideo,
+        OmniImage,
+        OmniVideo,
+        TextToAudio,
+        VideoEffects,
+        VideoExtend,
+        VideoToAudio,
+        VirtualTryOn,
+    )
 
 __all__ = [
+    "MODES",
+    "Audio",
+    "Image",
+    "Result",
     "CameraConfig",
     "CameraControl",
+    "DynamicMask",
+    "Element",
     "ImageToVideo",
     "MultiPrompt",
     "Task",
@@ -27,21 +66,20 @@ __all__ = [
     "TaskRequest",
     "TaskStatus",
     "TextToVideo",
+    "TrajectoryPoint",
     "Video",
+    "Voice",
 ]
 
-Mode: TypeAlias = Literal["std", "pro"]
-CameraType: TypeAlias = Literal[
-    "simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward"
-]
+Mode: TypeAlias = Literal["std", "pro", "4k"]
 
 
 class TaskStatus(str, enum.Enum):
     """Where a task is in its life.
 
     The server's spellings are normalised: ``succeed``, ``succeeded``, ``SUCCESS`` and
-    ``completed`` all become :attr:`SUCCEED`. A status the client does not know becomes
-    :attr:`UNKNOWN` (the original text stays in :attr:`Task.raw_status`) and is polled again.
+    ``completed`` all become ``SUCCEED``. A status the client does not know becomes
+    ``UNKNOWN`` (the original text stays in ``Task.raw_status``) and is polled again.
     """
 
     SUBMITTED = "submitted"
@@ -52,8 +90,9 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_finished(self) -> bool:
-        """``True`` for :attr:`SUCCEED` and :attr:`FAILED`."""
-        return self in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+        """``True`` for ``SUCCEED`` and ``FAILED``."""
+        # Asked once per status check: a set look-up, not enum attribute look-ups and __eq__.
+        return self in _FINISHED
 
     @classmethod
     def parse(cls, text: str) -> TaskStatus:
@@ -65,6 +104,8 @@ class TaskStatus(str, enum.Enum):
         """
         return _STATUS_ALIASES.get(text.strip().lower().replace("-", "_"), cls.UNKNOWN)
 
+
+_FINISHED = frozenset({TaskStatus.SUCCEED, TaskStatus.FAILED})
 
 _STATUS_ALIASES = {
     "submitted": TaskStatus.SUBMITTED,
@@ -90,17 +131,25 @@ class TaskKind:
     """Which endpoint created a task; the query path depends on it.
 
     Adding a new capability (omni-video, effects, image generation) is one more instance in
-    :mod:`kling_async.kinds`, not a new code path.
+    [`kling_async.kinds`][kling_async.kinds], not a new code path.
 
     Attributes:
         name: a short stable name, stored in journals (``"text2video"``).
         path: the resource path below the provider's prefix (``"videos/text2video"``).
         request_type: the request class that creates this kind of task.
+        results: what a success yields: ``"videos"``, ``"images"`` or ``"audios"``.
+        kling_only: ``True`` where only Kling itself documents the kind (not CometAPI).
+        uses_video_model: whether the client's default video ``model_name``
+            (``KlingClient.model_name``) applies to
+            requests of this kind that name no model.
     """
 
     name: str
     path: str
     request_type: type[Any] = attrs.field(repr=False, eq=False)
+    results: Literal["videos", "images", "audios"] = attrs.field(default="videos", eq=False)
+    kling_only: bool = attrs.field(default=False, eq=False, repr=False)
+    uses_video_model: bool = attrs.field(default=False, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -114,10 +163,15 @@ class Video:
         duration: length in seconds (the wire says ``"5.042"``).
     """
 
+    suffix: ClassVar[str] = ".mp4"
     id: str
     url: str
     watermark_url: str | None = None
     duration: float | None = None
+
+
+Result: TypeAlias = Video | Image | Audio
+"""One downloadable result of a task: a video, an image or a sound track."""
 
 
 @attrs.frozen
@@ -127,14 +181,20 @@ class Task:
     Attributes:
         id: the server's task id (a numeric string; kept as ``str``).
         kind: which endpoint created it.
-        status: normalised status; see :class:`TaskStatus`.
+        status: normalised status; see [`TaskStatus`][kling_async.models.TaskStatus].
         raw_status: the status text exactly as the server sent it.
         status_msg: the server's explanation, e.g. why a task failed.
         external_task_id: your own id for the task, if it has one.
         created_at: creation time (timezone-aware, UTC).
         updated_at: last update time (timezone-aware, UTC).
-        videos: the results, once the task has succeeded.
+        videos: the videos, once a video task has succeeded.
+        upstream_id: the upstream's (Kling's) task id when a gateway answers with ids of its
+            own; callbacks sent straight from the upstream carry this one.
+        progress: percent done, where a gateway reports it (``"45%"`` becomes ``45``).
         raw: the parsed JSON the task came from, for debugging (not compared, not in repr).
+
+    Image and audio tasks list their results in [`images`][kling_async.models.Task.images] and [`audios`][kling_async.models.Task.audios];
+    [`results`][kling_async.models.Task.results] lists every result whatever the kind.
     """
 
     id: str
@@ -146,12 +206,29 @@ class Task:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     videos: tuple[Video, ...] = ()
+    upstream_id: str | None = None
+    progress: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def is_finished(self) -> bool:
         """``True`` once the task has succeeded or failed."""
         return self.status.is_finished
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """The images of an image task (image generation, try-on, ...), once it has succeeded."""
+        return images_in(self.raw)
+
+    @property
+    def audios(self) -> tuple[Audio, ...]:
+        """The sound tracks of an audio task (text-to-audio, video-to-audio)."""
+        return audios_in(self.raw)
+
+    @property
+    def results(self) -> tuple[Result, ...]:
+        """Every downloadable result: the videos, then the images, then the sound tracks."""
+        return (*self.videos, *self.images, *self.audios)
 
     @property
     def succeeded(self) -> bool:
@@ -164,145 +241,71 @@ class Task:
         return self.status is TaskStatus.FAILED
 
 
-def _fail(field: str, message: str) -> ValidationError:
-    return ValidationError(field, message)
-
-
-_CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
-
-
-@attrs.frozen
-class CameraConfig:
-    """The six camera moves of a ``simple`` camera control; each in [-10, 10].
-
-    Exactly one must be non-zero (checked by :class:`CameraControl`). ``pan`` and ``tilt`` follow
-    the current documentation: pan rotates around the vertical axis (negative = left), tilt
-    around the horizontal axis (negative = down).
-    """
-
-    horizontal: float = 0
-    vertical: float = 0
-    pan: float = 0
-    tilt: float = 0
-    roll: float = 0
-    zoom: float = 0
-
-    def __attrs_post_init__(self) -> None:
-        for axis in _CAMERA_AXES:
-            value = getattr(self, axis)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _fail(f"camera_control.config.{axis}", f"must be a number, got {value!r}")
-            if not -10 <= value <= 10:
-                raise _fail(f"camera_control.config.{axis}", f"must be in [-10, 10], got {value}")
-
-
-@attrs.frozen
-class CameraControl:
-    """How the camera moves.
-
-    ``type="simple"`` needs a :class:`CameraConfig` with exactly one non-zero value; the four
-    presets take no config.
-
-    Examples:
-        >>> CameraControl(type="simple", config=CameraConfig(zoom=5)).config.zoom
-        5
-        >>> CameraControl(type="forward_up").config is None
-        True
-    """
-
-    type: CameraType
-    config: CameraConfig | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.type not in _CAMERA_TYPES:
-            raise _fail("camera_control.type", f"must be one of {', '.join(_CAMERA_TYPES)}")
-        if self.type == "simple":
-            if self.config is None:
-                raise _fail("camera_control.config", "is required when type is 'simple'")
-            moving = [axis for axis in _CAMERA_AXES if getattr(self.config, axis) != 0]
-            if len(moving) != 1:
-                raise _fail(
-                    "camera_control.config",
-                    f"exactly one of {', '.join(_CAMERA_AXES)} must be non-zero "
-                    f"(got {len(moving)}: {', '.join(moving) or 'none'})",
-                )
-        elif self.config is not None:
-            raise _fail("camera_control.config", f"must be omitted for preset {self.type!r}")
-
-
-_CAMERA_TYPES: tuple[str, ...] = (
-    "simple",
-    "down_back",
-    "forward_up",
-    "right_turn_forward",
-    "left_turn_forward",
-)
-
-
-@attrs.frozen
-class MultiPrompt:
-    """One shot of a multi-shot video (kling-v3): its index, prompt and duration in seconds."""
-
-    index: int
-    prompt: str
-    duration: str = attrs.field(converter=str)
+MODES: tuple[str, ...] = ("std", "pro", "4k")
+"""Every ``mode`` any model documents; which model takes which is a model rule."""
 
 
 def _duration(value: str | int) -> str:
-    # The API wants a string; a caller writing duration=5 means "5".
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _fail("duration", f"must be a string such as '5', got {value!r}")
-    text = str(value).strip()
-    if not text.isdigit():
-        raise _fail("duration", f"must be whole seconds such as '5' or '10', got {value!r}")
-    return text
+    return _fields.seconds("duration", value)
 
 
-def _optional_duration(value: str | int | None) -> str | None:
-    return None if value is None else _duration(value)
-
-
-def _check_mode(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and value not in ("std", "pro"):
-        raise _fail(attribute.name, f"must be 'std' or 'pro', got {value!r}")
-
-
-def _check_unit(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not 0 <= value <= 1:
-        raise _fail(attribute.name, f"must be in [0, 1], got {value}")
-
-
-def _check_on_off(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and value not in ("on", "off"):
-        raise _fail(attribute.name, f"must be 'on' or 'off', got {value!r}")
-
-
-def _check_text(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and not isinstance(value, str):
-        raise _fail(attribute.name, f"must be a string, got {type(value).__name__}")
-
-
-def _check_image(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+def _camera_control(value: CameraControl | Mapping[str, Any] | None) -> CameraControl | None:
     if value is None:
-        return
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(attribute.name, "must be an image URL or raw base64 text")
-    if value.startswith("data:"):
-        raise _fail(attribute.name, "must be raw base64 without a 'data:...;base64,' prefix")
+        return None
+    return _fields.nested(CameraControl, "camera_control", value)
+
+
+def _multi_prompt(
+    value: tuple[MultiPrompt | Mapping[str, Any], ...] | list[Any] | None,
+) -> tuple[MultiPrompt, ...] | None:
+    if value is None:
+        return None
+    return _fields.nested_tuple(MultiPrompt, "multi_prompt", value, max_items=6)
+
+
+def _dynamic_masks(
+    value: tuple[DynamicMask | Mapping[str, Any], ...] | list[Any] | None,
+) -> tuple[DynamicMask, ...] | None:
+    if value is None:
+        return None
+    return _fields.nested_tuple(DynamicMask, "dynamic_masks", value, max_items=6)
+
+
+def _voice_list(
+    value: tuple[Voice | Mapping[str, Any], ...] | list[Any] | None,
+) -> tuple[Voice, ...] | None:
+    if value is None:
+        return None
+    return _fields.nested_tuple(Voice, "voice_list", value, max_items=2)
+
+
+def _element_list(
+    value: tuple[Element | Mapping[str, Any], ...] | list[Any] | None,
+) -> tuple[Element, ...] | None:
+    if value is None:
+        return None
+    return _fields.nested_tuple(Element, "element_list", value, max_items=7)
 
 
 @attrs.frozen(kw_only=True)
 class _Common:
-    """Fields every create request carries."""
+    """Fields every create request carries.
 
-    model_name: str | None = attrs.field(default=None, validator=_check_text)
-    mode: Mode | None = attrs.field(default=None, validator=_check_mode)
+    ``relax_rules`` is not sent: it names model rules ([`kling_async.model_rules`][kling_async.model_rules]) to skip
+    for this request, for when the documentation is behind the API.
+    """
+
+    model_name: str | None = attrs.field(default=None, validator=_fields.text)
+    mode: Mode | None = attrs.field(default=None, validator=_fields.choice(*MODES))
     duration: str = attrs.field(default="5", converter=_duration)
-    cfg_scale: float | None = attrs.field(default=None, validator=_check_unit)
-    sound: Literal["on", "off"] | None = attrs.field(default=None, validator=_check_on_off)
-    watermark: bool | None = None
-    callback_url: str | None = attrs.field(default=None, validator=_check_text)
-    external_task_id: str | None = attrs.field(default=None, validator=_check_text)
+    cfg_scale: float | None = attrs.field(default=None, validator=_fields.number_in(0, 1))
+    sound: Literal["on", "off"] | None = attrs.field(
+        default=None, validator=_fields.choice("on", "off")
+    )
+    watermark: bool | None = attrs.field(default=None, validator=_fields.flag)
+    callback_url: str | None = attrs.field(default=None, validator=_fields.text)
+    external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
+    relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_fields.rule_names)
 
 
 @attrs.frozen(kw_only=True)
@@ -310,42 +313,42 @@ class TextToVideo(_Common):
     """A text-to-video task (``POST .../videos/text2video``).
 
     Every documented field is here; ``None`` means "leave it out and let the server choose".
-    ``duration`` travels as a string (``"5"``); ``mode`` is ``"std"`` or ``"pro"`` (never
-    ``"standard"``, which the live API rejects). ``watermark`` becomes
-    ``watermark_info: {"enabled": ...}`` on the wire.
+    ``duration`` travels as a string (``"5"``); ``mode`` is ``"std"``, ``"pro"`` or ``"4k"``
+    (never ``"standard"``, which the live API rejects). ``watermark`` becomes
+    ``watermark_info: {"enabled": ...}`` on the wire. ``camera_control`` and ``multi_prompt``
+    also take plain dicts.
 
     Examples:
         >>> TextToVideo(prompt="A beach at sunset", duration=10, mode="pro").duration
         '10'
     """
 
-    prompt: str | None = attrs.field(default=None, validator=_check_text)
-    negative_prompt: str | None = attrs.field(default=None, validator=_check_text)
-    aspect_ratio: str | None = attrs.field(default=None, validator=_check_text)
-    camera_control: CameraControl | None = None
-    multi_shot: bool | None = None
-    shot_type: Literal["customize", "intelligence"] | None = None
-    multi_prompt: tuple[MultiPrompt, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
+    prompt: str | None = attrs.field(default=None, validator=_fields.text)
+    negative_prompt: str | None = attrs.field(default=None, validator=_fields.text)
+    aspect_ratio: str | None = attrs.field(default=None, validator=_fields.text)
+    camera_control: CameraControl | None = attrs.field(default=None, converter=_camera_control)
+    multi_shot: bool | None = attrs.field(default=None, validator=_fields.flag)
+    shot_type: Literal["customize", "intelligence"] | None = attrs.field(
+        default=None, validator=_fields.choice("customize", "intelligence")
     )
+    multi_prompt: tuple[MultiPrompt, ...] | None = attrs.field(
+        default=None, converter=_multi_prompt
+    )
+    voice_list: tuple[Voice, ...] | None = attrs.field(default=None, converter=_voice_list)
+    element_list: tuple[Element, ...] | None = attrs.field(default=None, converter=_element_list)
 
     def __attrs_post_init__(self) -> None:
         customised = bool(self.multi_shot) and self.shot_type == "customize"
         if not customised and (self.prompt is None or not self.prompt.strip()):
             raise _fail("prompt", "is required (and must not be blank)")
-        if self.shot_type not in (None, "customize", "intelligence"):
-            raise _fail("shot_type", "must be 'customize' or 'intelligence'")
         if self.multi_prompt is not None:
             if not self.multi_shot:
                 raise _fail("multi_prompt", "needs multi_shot=True")
-            if not 1 <= len(self.multi_prompt) <= 6:
+            if not self.multi_prompt:
                 raise _fail("multi_prompt", "must hold 1 to 6 shots")
-            total = sum(int(shot.duration) for shot in self.multi_prompt)
-            if total != int(self.duration):
-                raise _fail(
-                    "multi_prompt",
-                    f"shot durations add up to {total}s, but duration is {self.duration}s",
-                )
+            indexes = [shot.index for shot in self.multi_prompt]
+            if len(set(indexes)) != len(indexes):
+                raise _fail("multi_prompt", f"shot indexes must differ, got {indexes}")
 
 
 @attrs.frozen(kw_only=True)
@@ -353,44 +356,38 @@ class ImageToVideo(_Common):
     """An image-to-video task (``POST .../videos/image2video``).
 
     ``image`` is a URL or raw base64 (no ``data:`` prefix). ``image`` + ``image_tail``, the motion
-    masks and ``camera_control`` are mutually exclusive, as the API documents.
+    masks and ``camera_control`` are mutually exclusive, as the API documents (a model rule,
+    ``exclusive-fields``, checked before sending). Nested fields also take plain dicts.
 
     Examples:
         >>> ImageToVideo(image="https://example.test/cat.png", prompt="The cat waves").prompt
         'The cat waves'
     """
 
-    image: str | None = attrs.field(default=None, validator=_check_image)
-    image_tail: str | None = attrs.field(default=None, validator=_check_image)
-    prompt: str | None = attrs.field(default=None, validator=_check_text)
-    negative_prompt: str | None = attrs.field(default=None, validator=_check_text)
-    aspect_ratio: str | None = attrs.field(default=None, validator=_check_text)
-    static_mask: str | None = attrs.field(default=None, validator=_check_image)
-    dynamic_masks: tuple[Mapping[str, Any], ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
+    image: str | None = attrs.field(default=None, validator=_fields.image)
+    image_tail: str | None = attrs.field(default=None, validator=_fields.image)
+    prompt: str | None = attrs.field(default=None, validator=_fields.text)
+    negative_prompt: str | None = attrs.field(default=None, validator=_fields.text)
+    aspect_ratio: str | None = attrs.field(default=None, validator=_fields.text)
+    static_mask: str | None = attrs.field(default=None, validator=_fields.image)
+    dynamic_masks: tuple[DynamicMask, ...] | None = attrs.field(
+        default=None, converter=_dynamic_masks
     )
-    camera_control: CameraControl | None = None
-    voice_list: tuple[Mapping[str, Any], ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
-    )
-    element_list: tuple[Mapping[str, Any], ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
-    )
+    camera_control: CameraControl | None = attrs.field(default=None, converter=_camera_control)
+    voice_list: tuple[Voice, ...] | None = attrs.field(default=None, converter=_voice_list)
+    element_list: tuple[Element, ...] | None = attrs.field(default=None, converter=_element_list)
 
     def __attrs_post_init__(self) -> None:
         if self.image is None and self.image_tail is None:
             raise _fail("image", "is required (or image_tail)")
-        groups = {
-            "image_tail": self.image_tail is not None,
-            "static_mask/dynamic_masks": self.static_mask is not None or bool(self.dynamic_masks),
-            "camera_control": self.camera_control is not None,
-        }
-        chosen = [name for name, present in groups.items() if present]
-        if len(chosen) > 1:
-            raise _fail(chosen[1], f"cannot be combined with {chosen[0]}")
-        if self.dynamic_masks is not None and len(self.dynamic_masks) > 6:
-            raise _fail("dynamic_masks", "at most 6 masks")
 
 
-TaskRequest: TypeAlias = TextToVideo | ImageToVideo
-"""Any request that creates a task."""
+# The other kinds' requests live in .requests, which imports this module; the alias names them
+# for type checkers only (at run time nothing needs it: annotations are not evaluated).
+TaskRequest: TypeAlias = (
+    "TextToVideo | ImageToVideo | MultiImageToVideo | VideoEffects | OmniVideo"
+    " | AvatarImageToVideo | ImageGeneration | VirtualTryOn | TextToAudio | VideoToAudio"
+    " | VideoExtend | ImageExpand | OmniImage | MultiImageToImage | AdvancedLipSync"
+    " | MotionControl | MultiElements"
+)
+"""Any request that creates a task (every request class of [`kling_async.KINDS`][kling_async.kinds.KINDS])."""

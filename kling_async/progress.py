@@ -1,6 +1,6 @@
 """Progress displays for the command line: a rich progress bar, or plain lines when piped.
 
-A batch display is fed from two sides: :class:`~kling_async.batch.Batch` hands it every journal
+A batch display is fed from two sides: [`Batch`][kling_async.batch.Batch] hands it every journal
 entry as it changes (``on_entry``), which gives exact created / finished / downloaded counts even
 for entries resumed from an earlier run (those never produce a client event), and
 ``client.events`` hands it the client's events, which give the rate-limit, 1303 and retry counts.
@@ -8,12 +8,16 @@ for entries resumed from an earlier run (those never produce a client event), an
 When the output is not a terminal, the displays write one plain line per event of interest
 (created, finished, downloaded, failed, uncertain, rate-limited) with no ANSI codes, so logs and
 CI output stay readable.
+
+The counts behind the displays ([`BatchTally`][kling_async.progress.BatchTally],
+[`EtaEstimate`][kling_async.progress.EtaEstimate]) live in the private ``_batch_tally``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, TypeVar
@@ -28,12 +32,12 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from .errors import ConcurrencyLimitError, RateLimitError
+from ._batch_tally import BatchTally, EtaEstimate
+from ._closing import Scoped
 from .events import (
     ConcurrencyLimited,
     Event,
@@ -49,6 +53,7 @@ __all__ = [
     "BatchDisplay",
     "BatchTally",
     "Display",
+    "EtaEstimate",
     "PlainBatchProgress",
     "PlainTaskProgress",
     "RichBatchProgress",
@@ -59,110 +64,20 @@ __all__ = [
     "task_display",
 ]
 
-_SUCCEEDED = frozenset({"succeed", "downloaded"})
-_FINISHED = _SUCCEEDED | {"failed"}
-_CREATED = frozenset({"created", "succeed", "downloaded"})
 
+class _EtaColumn(ProgressColumn):
+    """``ETA h:mm:ss`` from an [`EtaEstimate`][kling_async.progress.EtaEstimate], ``ETA -:--:--`` until it has one."""
 
-class BatchTally:
-    """Counts of a batch's entries by what has happened to them, plus client event counts.
+    def __init__(self, tally: BatchTally) -> None:
+        self._tally = tally
+        super().__init__()
 
-    Args:
-        total: how many items the batch has.
-        download: whether the batch downloads (then an item is done once downloaded).
-    """
-
-    def __init__(self, total: int, *, download: bool = True) -> None:
-        self.total = total
-        self.download = download
-        self.statuses: dict[str, str] = {}
-        self.task_ids: dict[str, str | None] = {}
-        self.rate_limited = 0
-        """Waits caused by a "too many requests" answer."""
-        self.concurrency_limited = 0
-        """1303 answers: too many tasks running on the account."""
-        self.retries = 0
-        """Retried requests (any operation)."""
-
-    def update(self, entry: JournalEntry) -> str | None:
-        """Record *entry*; return its previous status (``None`` when first seen)."""
-        previous = self.statuses.get(entry.key)
-        self.statuses[entry.key] = entry.status
-        self.task_ids[entry.key] = entry.task_id
-        return previous
-
-    def count(self, event: Event) -> None:
-        """Count a client event that concerns the whole batch."""
-        if isinstance(event, ConcurrencyLimited):
-            self.concurrency_limited += 1
-        elif isinstance(event, Retrying):
-            self.retries += 1
-            # Every "too many requests" answer ends in a Retrying event (the shared cool-down
-            # of a rate limiter, RateLimited, is emitted only when the client has one).
-            if isinstance(event.error, RateLimitError) and not isinstance(
-                event.error, ConcurrencyLimitError
-            ):
-                self.rate_limited += 1
-
-    def _with(self, statuses: Iterable[str]) -> int:
-        wanted = frozenset(statuses)
-        return sum(1 for status in self.statuses.values() if status in wanted)
-
-    def _failed_tasks(self) -> int:
-        # A failed entry had a task only when the create was not refused.
-        return sum(
-            1
-            for key, status in self.statuses.items()
-            if status == "failed" and self.task_ids.get(key)
-        )
-
-    @property
-    def created(self) -> int:
-        """Items with a task on the server (including finished ones)."""
-        return self._with(_CREATED) + self._failed_tasks()
-
-    @property
-    def finished(self) -> int:
-        """Items whose task has finished (succeeded or failed); a refused create is not one."""
-        return self._with(_SUCCEEDED) + self._failed_tasks()
-
-    @property
-    def downloaded(self) -> int:
-        """Items whose video is on disk."""
-        return self._with({"downloaded"})
-
-    @property
-    def failed(self) -> int:
-        """Items that failed (task failed or create refused)."""
-        return self._with({"failed"})
-
-    @property
-    def uncertain(self) -> int:
-        """Items whose create may or may not have made a task."""
-        return self._with({"uncertain"})
-
-    @property
-    def done(self) -> int:
-        """Items that need nothing more in this run."""
-        final = (
-            {"downloaded", "failed", "uncertain"} if self.download else _FINISHED | {"uncertain"}
-        )
-        return self._with(final)
-
-    def describe(self) -> str:
-        """One line of counts, e.g. ``created 5 · finished 3 · downloaded 2 · failed 1``."""
-        parts = [f"created {self.created}", f"finished {self.finished}"]
-        if self.download:
-            parts.append(f"downloaded {self.downloaded}")
-        parts.append(f"failed {self.failed}")
-        if self.uncertain:
-            parts.append(f"uncertain {self.uncertain}")
-        parts.append(f"rate-limited {self.rate_limited}")
-        if self.concurrency_limited:
-            parts.append(f"slot-limited {self.concurrency_limited}")
-        if self.retries:
-            parts.append(f"retries {self.retries}")
-        return " · ".join(parts)
+    def render(self, task: Any) -> Text:
+        """The estimate for what is left of *task*."""
+        seconds = self._tally.eta.seconds_left(self._tally.total - self._tally.done)
+        if seconds is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        return Text(f"ETA {timedelta(seconds=round(seconds))}", style="progress.remaining")
 
 
 class Display(Protocol):
@@ -190,7 +105,7 @@ _D = TypeVar("_D", bound=Display)
 
 
 class BatchDisplay(Display, Protocol):
-    """What :mod:`kling_async.cli` needs from a batch progress display."""
+    """What [`kling_async.cli`][kling_async.cli] needs from a batch progress display."""
 
     tally: BatchTally
 
@@ -199,31 +114,21 @@ class BatchDisplay(Display, Protocol):
         ...
 
 
-class _Live:
-    """Runs a rich :class:`~rich.progress.Progress` for the length of a ``with`` block."""
+class _Live(Scoped):
+    """Runs a rich ``Progress`` for the length of a ``with`` block."""
 
     _progress: Progress
 
-    def __enter__(self: _L) -> _L:
-        """Start the live display."""
+    def _enter(self) -> None:
         self._progress.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Draw the final state and stop the live display."""
+    def _exit(self) -> None:
+        # The final state is drawn before the live display stops.
         self._finish()
         self._progress.stop()
 
     def _finish(self) -> None:
         """Bring the display up to date before it stops."""
-
-
-_L = TypeVar("_L", bound=_Live)
 
 
 class _BarWithCounts(Progress):
@@ -248,20 +153,28 @@ class RichBatchProgress(_Live):
         total: how many items the batch has.
         title: the bar's label.
         download: whether the batch downloads its results.
+        eta: the time-left estimate (tests pass one with their own clock).
     """
 
     def __init__(
-        self, console: Console, total: int, *, title: str = "batch", download: bool = True
+        self,
+        console: Console,
+        total: int,
+        *,
+        title: str = "batch",
+        download: bool = True,
+        eta: EtaEstimate | None = None,
     ) -> None:
-        self.tally = BatchTally(total, download=download)
+        self.tally = BatchTally(total, download=download, eta=eta)
         self._progress = _BarWithCounts(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            # Not rich's TimeRemainingColumn: its speed comes from the last seconds of updates,
+            # so resumed items and bursts of completions made it promise seconds for minutes.
+            _EtaColumn(self.tally),
             console=console,
             counts=self.tally.describe,
         )
@@ -274,7 +187,7 @@ class RichBatchProgress(_Live):
         self._progress.update(self._task, completed=self.tally.done)
 
     def entry(self, entry: JournalEntry) -> None:
-        """See :meth:`BatchDisplay.entry`."""
+        """See [`BatchDisplay.entry`][kling_async.progress.BatchDisplay.entry]."""
         previous = self.tally.update(entry)
         if entry.status in ("failed", "uncertain") and previous != entry.status:
             reason = f": {entry.error}" if entry.error else ""
@@ -284,13 +197,13 @@ class RichBatchProgress(_Live):
         self._refresh()
 
     def event(self, event: Event) -> None:
-        """See :meth:`BatchDisplay.event`."""
+        """See [`BatchDisplay.event`][kling_async.progress.Display.event]."""
         self.tally.count(event)
         if isinstance(event, RateLimited | ConcurrencyLimited | Retrying):
             self._refresh()
 
 
-class PlainBatchProgress:
+class PlainBatchProgress(Scoped):
     """Plain log lines for a batch, for output that is not a terminal (no ANSI codes).
 
     Args:
@@ -303,18 +216,10 @@ class PlainBatchProgress:
         self.tally = BatchTally(total, download=download)
         self._stream = stream
 
-    def __enter__(self) -> PlainBatchProgress:
-        """Write the opening line."""
+    def _enter(self) -> None:
         self._line(f"batch: {self.tally.total} item(s)")
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Write the closing counts."""
+    def _exit(self) -> None:
         self._line(f"batch: {self.tally.done}/{self.tally.total} done; {self.tally.describe()}")
 
     def _line(self, text: str) -> None:
@@ -322,7 +227,7 @@ class PlainBatchProgress:
         self._stream.flush()
 
     def entry(self, entry: JournalEntry) -> None:
-        """See :meth:`BatchDisplay.entry`."""
+        """See [`BatchDisplay.entry`][kling_async.progress.BatchDisplay.entry]."""
         previous = self.tally.update(entry)
         if previous is None or previous == entry.status:
             # First sight (a new intent, or an entry resumed from an earlier run): not an event.
@@ -340,7 +245,7 @@ class PlainBatchProgress:
             self._line(f"uncertain {entry.key}: {entry.error or 'create outcome unknown'}")
 
     def event(self, event: Event) -> None:
-        """See :meth:`BatchDisplay.event`."""
+        """See [`BatchDisplay.event`][kling_async.progress.Display.event]."""
         self.tally.count(event)
         if isinstance(event, RateLimited | ConcurrencyLimited):
             self._line(str(_task_event_text(event)))
@@ -389,14 +294,14 @@ def _task_event_text(event: Event) -> str | None:
 
 
 class _TaskEvents:
-    """Shows each client event of interest as a note (see :func:`_task_event_text`)."""
+    """Shows each client event of interest as a note (see ``_task_event_text``)."""
 
     def note(self, text: str) -> None:
         """Show *text*."""
         raise NotImplementedError
 
     def event(self, event: Event) -> None:
-        """See :meth:`TaskDisplay.event`."""
+        """See [`TaskDisplay.event`][kling_async.progress.Display.event]."""
         text = _task_event_text(event)
         if text is not None:
             self.note(text)
@@ -422,11 +327,11 @@ class RichTaskProgress(_TaskEvents, _Live):
         self._task = self._progress.add_task(title, total=None, detail="submitting")
 
     def note(self, text: str) -> None:
-        """See :meth:`TaskDisplay.note`."""
+        """See [`TaskDisplay.note`][kling_async.progress.TaskDisplay.note]."""
         self._progress.update(self._task, detail=text)
 
 
-class PlainTaskProgress(_TaskEvents):
+class PlainTaskProgress(_TaskEvents, Scoped):
     """Plain log lines for one task: one line per change of state.
 
     Args:
@@ -437,20 +342,8 @@ class PlainTaskProgress(_TaskEvents):
         self._stream = stream
         self._last: str | None = None
 
-    def __enter__(self) -> PlainTaskProgress:
-        """Nothing to start."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Nothing to stop."""
-
     def note(self, text: str) -> None:
-        """See :meth:`TaskDisplay.note`; repeated lines (polls without news) are dropped."""
+        """See [`TaskDisplay.note`][kling_async.progress.TaskDisplay.note]; repeated lines (polls without news) are dropped."""
         if text == self._last:
             return
         self._last = text

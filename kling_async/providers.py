@@ -12,7 +12,21 @@ import attrs
 
 from .validation import RequestLimits
 
-__all__ = ["COMETAPI", "KLING", "ExternalIdLookup", "Provider", "local_emulator"]
+__all__ = [
+    "COMETAPI",
+    "DEFAULT_VIDEO_MODEL",
+    "KLING",
+    "ExternalIdLookup",
+    "Provider",
+    "local_emulator",
+]
+
+DEFAULT_VIDEO_MODEL = "kling-v2-6"
+"""The ``model_name`` sent when neither the request nor the client names one.
+
+Kling's own default is ``kling-v1``, a model being retired, and CometAPI documents none (gateways
+such as new-api refuse a create without it), so the library always names the model: the newest
+one that every gateway's list carries, with both ``std`` and ``pro`` at 5 and 10 seconds."""
 
 
 class ExternalIdLookup(str, enum.Enum):
@@ -27,7 +41,7 @@ class ExternalIdLookup(str, enum.Enum):
     QUERY = "query"
     """``GET <kind path>?external_task_id=<id>``."""
     NONE = "none"
-    """No look-up: an ambiguous create raises :class:`~kling_async.SubmitUncertainError`."""
+    """No look-up: an ambiguous create raises [`SubmitUncertainError`][kling_async.errors.SubmitUncertainError]."""
 
 
 @attrs.frozen
@@ -44,6 +58,11 @@ class Provider:
             Only then does the client re-submit after an ambiguous failure.
         supports_list: whether ``GET <kind path>?pageNum=&pageSize=`` lists your tasks, so the
             scheduler may check many tasks with one request.
+        default_model: the video ``model_name`` sent when a request and the client name none
+            (``None``: leave it out and let the server choose).
+        real_durations: whether tasks take as long as Kling's (a minute or more): the default
+            poll policy then checks where such tasks finish. ``False`` (the emulator, whose
+            tasks finish in moments) keeps the age-based schedule from the first seconds.
 
     Examples:
         >>> KLING.with_base_url("http://127.0.0.1:8765").url("videos/text2video")
@@ -57,6 +76,8 @@ class Provider:
     external_lookup: ExternalIdLookup = ExternalIdLookup.PATH
     trust_not_found: bool = False
     supports_list: bool = False
+    default_model: str | None = DEFAULT_VIDEO_MODEL
+    real_durations: bool = True
 
     def url(self, path: str) -> str:
         """The absolute URL of a resource path."""
@@ -93,7 +114,7 @@ KLING = Provider(
 
 
 def local_emulator(base_url: str) -> Provider:
-    """The built-in emulator (:class:`kling_async.testing.FakeKlingServer`) at *base_url*.
+    """The built-in emulator ([`kling_async.testing.FakeKlingServer`][kling_async.testing.server.FakeKlingServer]) at *base_url*.
 
     It answers the CometAPI paths, supports both external-id look-up and listing, and enforces
     external-id uniqueness, so its "not found" can be trusted.
@@ -111,4 +132,5 @@ def local_emulator(base_url: str) -> Provider:
         external_lookup=ExternalIdLookup.PATH,
         trust_not_found=True,
         supports_list=True,
+        real_durations=False,
     )

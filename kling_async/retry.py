@@ -2,22 +2,24 @@
 
 Reads and creates are treated differently. A read (a task query) is retried on connection errors,
 timeouts, HTTP 408/429/5xx and Kling codes 1302/1303/5000-5002. A create is never retried blindly:
-:mod:`kling_async.client` first finds out whether the failed attempt created a task.
+[`kling_async.client`][kling_async.client] first finds out whether the failed attempt created a task.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .errors import (
     APIConnectionError,
     APIError,
+    APITimeoutError,
     AuthenticationError,
     ConfigurationError,
     RateLimitError,
@@ -25,7 +27,10 @@ from .errors import (
     ServerError,
 )
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+if TYPE_CHECKING:
+    from .clock import Clock
+
+__all__ = ["Attempt", "Attempts", "RetryPolicy", "parse_retry_after", "retry_after_of"]
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -50,13 +55,17 @@ class RetryPolicy:
 
     Attributes:
         max_retries: retries after the first attempt (0 turns retrying off).
+        max_connect_retries: retries when no connection could be opened at all (refused, no
+            route, unknown host): usually nothing is listening there, so the default two
+            retries (about three seconds) fail fast, while timeouts, 5xx and 429 get
+            *max_retries*. At most *max_retries* either way.
         base: the first delay, in seconds.
         cap: the longest computed delay.
         jitter: the fraction of randomness in each delay.
         max_retry_after: the longest ``Retry-After`` the client will honour.
         max_concurrency_wait: seconds a submission keeps re-queueing after the server's
             1303 (too many tasks in flight for the account) before the last
-            :class:`~kling_async.ConcurrencyLimitError` is raised; ``None`` (the default) waits
+            [`ConcurrencyLimitError`][kling_async.errors.ConcurrencyLimitError] is raised; ``None`` (the default) waits
             until the caller cancels. A 1303 definitely created nothing, so waiting is safe;
             the cap is for callers who would rather give up.
 
@@ -66,6 +75,7 @@ class RetryPolicy:
     """
 
     max_retries: int = attrs.field(default=5, validator=_positive)
+    max_connect_retries: int = attrs.field(default=2, validator=_positive)
     base: float = attrs.field(default=1.0, validator=_positive)
     cap: float = attrs.field(default=30.0, validator=_positive)
     jitter: float = attrs.field(default=0.25, validator=_positive)
@@ -81,9 +91,50 @@ class RetryPolicy:
         raw = min(self.cap, self.base * 2.0**retries_done)
         return raw * (1.0 - self.jitter * (rng or random).random())
 
+    def attempts(
+        self,
+        clock: Clock,
+        *,
+        should_retry: Callable[[BaseException, int], bool] | None = None,
+        on_retry: Callable[[BaseException, int, float], None] | None = None,
+    ) -> Attempts:
+        """The attempts of one operation, retried by this policy on *clock*'s time.
+
+        The one retry loop of the library: each attempt runs in a ``with attempt:`` block. A
+        failure that may be retried is swallowed by the block, and the iterator waits (the
+        policy's back-off, or the ``Retry-After`` the error carries) before yielding the next
+        attempt; any other failure propagates. Leaving the block without an error ends the loop.
+
+        Args:
+            clock: where the waits happen (a fake clock in tests).
+            should_retry: ``(error, retries_done) -> bool``; defaults to
+                [`should_retry`][kling_async.retry.RetryPolicy.should_retry].
+            on_retry: called with ``(error, retry_number, delay)`` before each wait (logging,
+                events).
+
+        Examples:
+            >>> import anyio
+            >>> from kling_async.testing.clock import FakeClock
+            >>> from kling_async.errors import ServerError
+            >>> async def flaky() -> int:
+            ...     clock, calls = FakeClock(), []
+            ...     async with clock.autojump():
+            ...         async for attempt in RetryPolicy(jitter=0).attempts(clock):
+            ...             with attempt:
+            ...                 calls.append(clock.now())
+            ...                 if len(calls) < 3:
+            ...                     raise ServerError("busy", status=503)
+            ...     return calls
+            >>> anyio.run(flaky)
+            [0.0, 1.0, 3.0]
+        """
+        return Attempts(self, clock, should_retry or self.should_retry, on_retry)
+
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Whether *error* is transient and the retry budget allows another attempt."""
         if retries_done >= self.max_retries:
+            return False
+        if _never_connected(error) and retries_done >= self.max_connect_retries:
             return False
         if (
             isinstance(error, APIError)
@@ -92,6 +143,97 @@ class RetryPolicy:
         ):
             return False
         return is_transient(error)
+
+
+class Attempt:
+    """One try of an operation (see [`RetryPolicy.attempts`][kling_async.retry.RetryPolicy.attempts]).
+
+    Attributes:
+        retries_done: how many tries came before this one (0 for the first).
+    """
+
+    __slots__ = ("_error", "_owner", "_skip_wait", "retries_done")
+
+    def __init__(self, owner: Attempts, retries_done: int) -> None:
+        self._owner = owner
+        self.retries_done = retries_done
+        self._error: BaseException | None = None
+        self._skip_wait = False
+
+    def skip_wait(self) -> None:
+        """Retry without the policy's wait (somebody else, say a shared limiter, already waits)."""
+        self._skip_wait = True
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            self._owner._done = True
+            return False
+        if not isinstance(exc, Exception) or not self._owner._should_retry(exc, self.retries_done):
+            return False
+        self._error = exc
+        return True
+
+
+class Attempts:
+    """The async iterator returned by [`RetryPolicy.attempts`][kling_async.retry.RetryPolicy.attempts]."""
+
+    __slots__ = ("_clock", "_current", "_done", "_on_retry", "_policy", "_should_retry")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        clock: Clock,
+        should_retry: Callable[[BaseException, int], bool],
+        on_retry: Callable[[BaseException, int, float], None] | None,
+    ) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._should_retry = should_retry
+        self._on_retry = on_retry
+        self._current: Attempt | None = None
+        self._done = False
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        previous = self._current
+        if previous is None:
+            self._current = Attempt(self, 0)
+            return self._current
+        error = previous._error
+        if self._done or error is None:
+            # The block succeeded, or was left by break/return without failing.
+            raise StopAsyncIteration
+        retries = previous.retries_done
+        delay = 0.0 if previous._skip_wait else self._policy.delay(retries, retry_after_of(error))
+        if self._on_retry is not None:
+            self._on_retry(error, retries + 1, delay)
+        await self._clock.sleep(delay)
+        self._current = Attempt(self, retries + 1)
+        return self._current
+
+
+def retry_after_of(error: BaseException) -> float | None:
+    """The ``Retry-After`` an API error carries (``None`` for anything else)."""
+    return error.retry_after if isinstance(error, APIError) else None
+
+
+def _never_connected(error: BaseException) -> bool:
+    """A refused or unroutable connection: not a timeout, and nothing was sent."""
+    return (
+        isinstance(error, APIConnectionError)
+        and not isinstance(error, APITimeoutError)
+        and not error.maybe_sent
+    )
 
 
 def is_transient(error: BaseException) -> bool:

@@ -3,7 +3,7 @@
 Kling's own API can sign callbacks with the console's webhook secret: three headers,
 ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">``, several space-separated during a secret rotation). This module signs and
-verifies them; :class:`~kling_async.webhooks.WebhookReceiver` uses it when given a
+verifies them; [`WebhookReceiver`][kling_async.webhooks.WebhookReceiver] uses it when given a
 ``signing_secret``.
 
 Examples:
@@ -91,7 +91,7 @@ def verify_signature(
         secret: the signing secret, or several during a rotation (any one may match).
         headers: the request headers; names are matched case-insensitively.
         body: the raw body, exactly as received.
-        now: the current unix time; :func:`time.time` when omitted.
+        now: the current unix time; ``time.time`` when omitted.
         tolerance: how many seconds ``webhook-timestamp`` may be off.
 
     Returns:

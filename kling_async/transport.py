@@ -1,22 +1,46 @@
 """The thin HTTP layer: send one request, get status, headers and body back.
 
-This is the only module that knows aiohttp's exceptions; they are translated here into
-:class:`~kling_async.APIConnectionError` / :class:`~kling_async.APITimeoutError`, with
-``maybe_sent`` telling the create logic whether the request may have reached the server.
+Two shapes of request: [`Transport.request`][kling_async.transport.Transport.request] reads a
+whole (small) API answer; [`StreamingTransport.stream`][kling_async.transport.StreamingTransport.stream]
+opens an answer whose body is read in chunks (a result video, into a file).
+
+This is the only module that knows aiohttp's exceptions; they are translated here, in one place
+(``_translated``), into [`APIConnectionError`][kling_async.errors.APIConnectionError] /
+[`APITimeoutError`][kling_async.errors.APITimeoutError], with ``maybe_sent`` telling the create
+logic whether the request may have reached the server. The translated errors chain nothing:
+aiohttp's own carry the request headers (and so the key) and the URL (a CDN link's signed query).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, NoReturn, Protocol
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from .errors import APIConnectionError, APITimeoutError
 
-__all__ = ["AiohttpTransport", "RawResponse", "Transport"]
+__all__ = [
+    "AiohttpTransport",
+    "InvalidURLError",
+    "RawResponse",
+    "StreamedResponse",
+    "StreamingTransport",
+    "Transport",
+]
+
+
+class InvalidURLError(APIConnectionError):
+    """The URL cannot be requested at all (no host, a bad scheme): nothing was sent.
+
+    A subclass of [`APIConnectionError`][kling_async.errors.APIConnectionError], so the API side
+    treats it as it always did; a download gives up on it at once instead of retrying.
+    """
 
 
 @attrs.frozen
@@ -56,15 +80,68 @@ class Transport(Protocol):
         ...
 
 
+class StreamedResponse(Protocol):
+    """An answer whose body has not been read yet; it stays open until its block ends.
+
+    ``headers`` is looked up with lower-case names, as for [`RawResponse`][kling_async.transport.RawResponse].
+    """
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers."""
+        ...
+
+    @property
+    def content_length(self) -> int | None:
+        """The announced body length (``Content-Length``), if any."""
+        ...
+
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """Iterate over the body in chunks of at most *size* bytes.
+
+        A failure while reading raises the same errors as
+        [`Transport.request`][kling_async.transport.Transport.request].
+        """
+        ...
+
+
+class StreamingTransport(Transport, Protocol):
+    """A [`Transport`][kling_async.transport.Transport] that can also stream an answer's body."""
+
+    def stream(
+        self, method: str, url: str, *, headers: Mapping[str, str], timeout: float | None = None
+    ) -> AbstractAsyncContextManager[StreamedResponse]:
+        """Send a request and open its answer; redirects are followed.
+
+        Messages of the errors raised never show the URL's query (a signed link's token).
+
+        Args:
+            method: the HTTP method.
+            url: the URL, which may carry a signed query.
+            headers: the request headers (not modified).
+            timeout: seconds for the whole exchange, body included; ``None`` for none.
+        """
+        ...
+
+
 class AiohttpTransport:
-    """A :class:`Transport` over one shared :class:`aiohttp.ClientSession`.
+    """A [`StreamingTransport`][kling_async.transport.StreamingTransport] over one ``aiohttp.ClientSession``.
+
+    The session it creates sends no default headers, keeps no cookies (one answer's cookies
+    never ride along on the next request) and ignores proxy settings from the environment.
 
     Args:
         session: an existing session to use (and not close); by default one is created lazily,
             inside the running event loop, with a connection pool of ``connection_limit``.
         connection_limit: the pool size; keep it at or above the scheduler's checks in flight so
             that waiting for a pooled connection does not eat a request's timeout.
-        connect_timeout: seconds allowed to open a connection.
+        connect_timeout: seconds allowed to open a connection (``None``: only the request's
+            own timeout applies).
     """
 
     def __init__(
@@ -72,7 +149,7 @@ class AiohttpTransport:
         session: aiohttp.ClientSession | None = None,
         *,
         connection_limit: int = 100,
-        connect_timeout: float = 10.0,
+        connect_timeout: float | None = 10.0,
     ) -> None:
         self._session = session
         self._owns_session = session is None
@@ -88,10 +165,18 @@ class AiohttpTransport:
                 connector=aiohttp.TCPConnector(limit=self._limit),
                 # Cookies from one answer must not ride along on the next request.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
             )
         return self._session
 
-    async def request(
+    def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        client_timeout = self._timeouts.get(total)
+        if client_timeout is None:
+            client_timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
+            self._timeouts[total] = client_timeout
+        return client_timeout
+
+    async def request(  # noqa: RET503 (ends in _raise_unchained, which never returns)
         self,
         method: str,
         url: str,
@@ -102,13 +187,13 @@ class AiohttpTransport:
         timeout: float | None = None,
     ) -> RawResponse:
         """Send one request; translate aiohttp's failures into the library's errors."""
-        session = self._get_session()
+        session = self._session
+        if session is None:
+            session = self._get_session()
+        # One ClientTimeout per distinct total, looked up inline: this runs per status check.
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
-            client_timeout = aiohttp.ClientTimeout(
-                total=timeout, sock_connect=self._connect_timeout
-            )
-            self._timeouts[timeout] = client_timeout
+            client_timeout = self._timeout(timeout)
         try:
             async with session.request(
                 method,
@@ -122,22 +207,155 @@ class AiohttpTransport:
             ) as response:
                 body = await response.read()
                 # aiohttp's headers are already case-insensitive; copying them costs per request.
-                return RawResponse(status=response.status, headers=response.headers, body=body)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise APITimeoutError(f"{method} {url}: connect timed out", maybe_sent=False) from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise APITimeoutError(f"{method} {url}: timed out after sending") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise APIConnectionError(
-                f"{method} {url}: cannot connect ({exc.os_error})", maybe_sent=False
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"{method} {url}: connection failed ({type(exc).__name__})"
-            ) from exc
+                # Positional: attrs' frozen __init__ takes keywords at about twice the cost.
+                return RawResponse(response.status, response.headers, body)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = _translated(exc, f"{method} {url}")
+        _raise_unchained(error)
+
+    def stream(
+        self, method: str, url: str, *, headers: Mapping[str, str], timeout: float | None = None
+    ) -> AbstractAsyncContextManager[StreamedResponse]:
+        """Send a request and open its answer (see [`StreamingTransport.stream`][kling_async.transport.StreamingTransport.stream])."""
+        return _Opening(self._get_session(), method, url, dict(headers), self._timeout(timeout))
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _shown(url: str) -> str:
+    """*url* as error messages show it: without query, fragment or credentials."""
+    if not any(mark in url for mark in "?#@"):
+        return url  # the common case, an API path: shown exactly as requested
+    try:
+        return str(URL(url).with_query(None).with_fragment(None).with_user(None))
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+
+
+def _translated(exc: BaseException, where: str) -> APIConnectionError:
+    """The library's error for aiohttp's *exc* (the one place that maps them).
+
+    Call it inside the ``except`` block and raise the result with ``_raise_unchained`` outside it.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(f"{where}: connect timed out", maybe_sent=False)
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return APITimeoutError(f"{where}: timed out after sending")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(f"{where}: cannot connect ({exc.os_error})", maybe_sent=False)
+    # The same words either way; only the class tells a download not to try again.
+    kind = InvalidURLError if isinstance(exc, aiohttp.InvalidURL) else APIConnectionError
+    return kind(f"{where}: connection failed ({type(exc).__name__})")
+
+
+def _raise_unchained(error: APIConnectionError) -> NoReturn:
+    """Raise *error* with no ``__context__``.
+
+    aiohttp's exception must not ride along: its request_info repr shows the request headers,
+    Authorization included, and error trackers record the whole chain. Raising outside the
+    ``except`` block is not enough on Python 3.10, where a coroutine still chains the exception it
+    handled last.
+    """
+    try:
+        raise error
+    finally:
+        error.__context__ = None
+
+
+class _Opening:
+    """The context manager returned by ``AiohttpTransport.stream``. Strictly private."""
+
+    __slots__ = ("_headers", "_method", "_request", "_session", "_timeout", "_url")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
+        self._session = session
+        self._method = method
+        self._url = url
+        self._headers = headers
+        self._timeout = timeout
+        self._request: Any = None
+
+    async def __aenter__(self) -> StreamedResponse:
+        where = f"{self._method} {_shown(self._url)}"
+        try:
+            self._request = self._session.request(
+                self._method, self._url, headers=self._headers, timeout=self._timeout
+            )
+            response = await self._request.__aenter__()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = _translated(exc, where)
+        else:
+            return _Streamed(response, where)
+        self._request = None
+        _raise_unchained(error)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        request, self._request = self._request, None
+        if request is not None:
+            # Releases the connection; the block's own error (if any) propagates unchanged.
+            await request.__aexit__(exc_type, exc, tb)
+
+
+class _Streamed:
+    """An open aiohttp answer whose reading errors are translated. Strictly private."""
+
+    __slots__ = ("_response", "_where")
+
+    def __init__(self, response: aiohttp.ClientResponse, where: str) -> None:
+        self._response = response
+        self._where = where
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code."""
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (case-insensitive)."""
+        return self._response.headers
+
+    @property
+    def content_length(self) -> int | None:
+        """The announced body length, if any."""
+        return self._response.content_length
+
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """Iterate over the body in chunks of at most *size* bytes."""
+        return _Chunks(self._response.content.iter_chunked(size), self._where)
+
+
+class _Chunks:
+    """An async iterator over a body, translating aiohttp's errors. Strictly private."""
+
+    __slots__ = ("_chunks", "_where")
+
+    def __init__(self, chunks: AsyncIterator[bytes], where: str) -> None:
+        self._chunks = chunks
+        self._where = where
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = _translated(exc, self._where)
+        _raise_unchained(error)

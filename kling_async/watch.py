@@ -1,22 +1,23 @@
 """The ``async with client.watch(...)`` object: a poll scheduler with its task group.
 
-The task group lives inside ``async with`` (entered in ``__aenter__``, left in ``__aexit__``), never
+The task group lives inside ``async with`` (entered in ``_enter``, left in ``_exit``), never
 inside an async generator, so leaving the block, breaking out of the loop or being cancelled always
 stops every check in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import TracebackType
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
+from ._closing import AsyncScoped
 from .clock import Clock
+from .completion import CompletionModel
 from .errors import WaitTimeoutError
-from .events import EventSink
+from .events import Event, EventSink, TaskExpired
 from .models import Task
 from .scheduler import BatchFetch, Fetch, PollPolicy, PollScheduler
 
@@ -34,14 +35,18 @@ class CallbackRoute(Protocol):
         """Send nothing more to *sink* (it closed)."""
         ...
 
+    def drop(self, sink: Watcher, task_id: str) -> None:
+        """Send *task_id*'s callbacks no more to *sink* (it gave the task up)."""
+        ...
 
-class Watcher:
+
+class Watcher(AsyncScoped):
     """Finished tasks, in completion order, as an async iterator.
 
-    Made by :meth:`KlingClient.watch`; use it as ``async with client.watch(...) as results``.
+    Made by [`KlingClient.watch`][kling_async.client.KlingClient.watch]; use it as ``async with client.watch(...) as results``.
     Failed tasks are yielded too (``task.failed``); nothing is dropped silently. When a deadline
     passes, iteration first yields everything that did finish, then raises
-    :class:`~kling_async.WaitTimeoutError` whose ``pending`` lists the rest.
+    [`WaitTimeoutError`][kling_async.errors.WaitTimeoutError] whose ``pending`` lists the rest.
     """
 
     def __init__(
@@ -52,23 +57,26 @@ class Watcher:
         policy: PollPolicy,
         clock: Clock,
         events: EventSink | None,
-        on_finished: Callable[[Task], None] | None,
+        on_finished: Callable[[Task], Awaitable[None]] | None,
         timeout: float | None,
         task_timeout: float | None,
         batch_size: int = 100,
         callbacks: CallbackRoute | None = None,
         expects_callback: Callable[[Task], bool] | None = None,
+        completions: CompletionModel | None = None,
     ) -> None:
         self._clock = clock
+        self._events = events
         self._scheduler = PollScheduler(
             fetch,
             policy=policy,
             clock=clock,
             batch_fetch=batch_fetch,
             batch_size=batch_size,
-            events=events,
-            on_finished=on_finished,
+            events=self._event if callbacks is not None else events,
+            completions=completions,
         )
+        self._on_finished = on_finished
         self._task_timeout = task_timeout
         self._callbacks = callbacks
         self._expects_callback = expects_callback
@@ -80,21 +88,23 @@ class Watcher:
         # Iteration already ended with an error: nothing more is reported.
         self._reported = False
 
-    async def __aenter__(self) -> Watcher:
+    def _event(self, event: Event) -> None:
+        # A task given up at its deadline needs no callback route any more; the stream may
+        # live on for hours, so the route must not wait for the watcher to close.
+        if isinstance(event, TaskExpired) and self._callbacks is not None:
+            self._callbacks.drop(self, event.task.id)
+        if self._events is not None:
+            self._events(event)
+
+    async def _enter(self) -> None:
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
         group.start_soon(self._scheduler.run)
         if self._deadline is not None:
             group.start_soon(self._close_at_deadline, self._deadline)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self) -> None:
         group, self._group = self._group, None
         if self._callbacks is not None:
             self._callbacks.forget_sink(self)
@@ -166,7 +176,7 @@ class Watcher:
                 were still to be added).
         """
         try:
-            return await self._scheduler.__anext__()
+            task = await self._scheduler.__anext__()
         except StopAsyncIteration:
             if self._cut_off and not self._reported:
                 self._reported = True  # raised once; the next call stops iteration
@@ -179,3 +189,8 @@ class Watcher:
             # a fatal fetch error): that is the one error reported.
             self._reported = True
             raise
+        if self._on_finished is not None:
+            # Here rather than in the scheduler's synchronous callback: the report (a slot
+            # release) may be a network call. Polled tasks were reported by the fetch already.
+            await self._on_finished(task)
+        return task

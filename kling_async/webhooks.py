@@ -4,17 +4,17 @@ Kling POSTs the task object to a task's ``callback_url`` when its status changes
 Deliveries may repeat, arrive out of order or never come, and through CometAPI they are
 unauthenticated, so a callback is treated as a *hint*:
 
-* The callback URL carries a per-receiver secret token (:meth:`WebhookReceiver.callback_url`);
+* The callback URL carries a per-receiver secret token ([`WebhookReceiver.callback_url`][kling_async.webhooks.WebhookReceiver.callback_url]);
   a request without it is refused (401/403) before the body is even parsed.
 * With a Kling webhook secret configured, Standard-Webhooks signatures are verified
-  (:func:`verify_signature`); a verified terminal status is fed to the watcher directly.
+  ([`verify_signature`][kling_async.signatures.verify_signature]); a verified terminal status is fed to the watcher directly.
 * A terminal status from an unsigned callback is confirmed with one request before the watcher
   yields the task (the callback is answered first).
 * Tasks whose callbacks are expected are polled only every
-  :attr:`~kling_async.PollPolicy.callback_interval` seconds, a safety net for lost callbacks.
+  ``callback_interval`` seconds, a safety net for lost callbacks.
 
-The core, :meth:`WebhookReceiver.handle`, knows no web framework. :func:`aiohttp_handler` serves
-it from ``aiohttp.web``; :mod:`kling_async.webhooks_asgi` from Starlette, FastAPI or any ASGI server.
+The core, [`WebhookReceiver.handle`][kling_async.webhooks.WebhookReceiver.handle], knows no web framework. [`aiohttp_handler`][kling_async.webhooks.aiohttp_handler] serves
+it from ``aiohttp.web``; [`kling_async.webhooks_asgi`][kling_async.webhooks_asgi] from Starlette, FastAPI or any ASGI server.
 
 The usual way: give the receiver to the client, which fills in ``callback_url`` and makes its
 watchers track such tasks by callback::
@@ -37,39 +37,44 @@ group)::
         results.close()
         async for finished in results:
             ...
+
+This module is the receiver, its counters and its limits: one concept, over 500 lines mostly
+of the docstrings of its public methods, that reads better whole; its routing table
+(``_webhook_routes``), body checks (``_webhook_checks``) and aiohttp adapter
+(``_webhook_aiohttp``) are private modules beside it.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
 import attrs
 
-from . import wire
-from .errors import ConfigurationError, ResponseParseError, WebhookVerificationError
-from .events import Event, TaskFinished
-from .kinds import TEXT_TO_VIDEO
-from .models import Task, TaskKind
+from ._closing import AsyncScoped
+from ._webhook_aiohttp import aiohttp_handler
+from ._webhook_checks import ReplayWindow, parse_callback
+from ._webhook_routes import CallbackRoutes, TaskSink, Tracked
+from .errors import ConfigurationError, WebhookVerificationError
+from .events import CallbackReceived, Event, EventSink, TaskFinished, emit
+from .logfields import task_fields
+from .models import Task
 from .signatures import SIGNATURE_TOLERANCE, sign_payload, signing_key, verify_signature
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from .client import KlingClient
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "MAX_JSON_DEPTH",
     "SIGNATURE_TOLERANCE",
     "TOKEN_PARAM",
     "Confirm",
@@ -87,30 +92,18 @@ logger = logging.getLogger("kling_async.webhooks")
 DEFAULT_MAX_BODY = 64 * 1024
 """Largest callback body accepted, in bytes; a task object is a few kilobytes at most."""
 
-_EARLY_KEPT = 10_000
-"""Final callbacks of not-yet-registered tasks remembered (ids and external ids)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a callback body (400 beyond it).
+
+A task object nests four or five levels deep. The limit is checked on the raw bytes before
+parsing, so a body of thousands of ``[`` cannot exhaust the parser's recursion.
+"""
 
 TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
 """The query parameter of the callback URL that carries the receiver's token."""
 
 Confirm = Callable[[Task], Awaitable[Task]]
-"""Fetch a task's real state, e.g. :meth:`KlingClient.get_task`."""
-
-
-class TaskSink(Protocol):
-    """Where callbacks end up: a :class:`~kling_async.Watcher` (or anything alike)."""
-
-    def add(self, task: Task, *, has_callback: bool = False) -> None:
-        """Track *task*; with *has_callback* it is polled only as a safety net."""
-        ...
-
-    def update(self, task: Task) -> None:
-        """Feed in a confirmed state of a tracked task."""
-        ...
-
-    def poll_soon(self, task_id: str) -> None:
-        """Check a tracked task at the next opportunity."""
-        ...
+"""Fetch a task's real state, e.g. [`KlingClient.get_task`][kling_async.client.KlingClient.get_task]."""
 
 
 @attrs.define
@@ -118,7 +111,7 @@ class WebhookStats:
     """What a receiver did, for metrics and tests.
 
     Attributes:
-        received: requests handed to :meth:`WebhookReceiver.handle`.
+        received: requests handed to [`WebhookReceiver.handle`][kling_async.webhooks.WebhookReceiver.handle].
         rejected: refused requests by HTTP status (400, 401, 403, 413).
         duplicates: accepted callbacks that repeated a status already seen.
         ignored: accepted callbacks about tasks the receiver does not track.
@@ -138,25 +131,8 @@ class WebhookStats:
     confirm_failures: int = 0
 
 
-class _Tracked:
-    """One task the receiver expects callbacks for. Strictly private."""
-
-    __slots__ = ("confirming", "external_id", "kind", "queued", "seen", "sinks", "task_id")
-
-    def __init__(self, task: Task, sink: TaskSink) -> None:
-        self.task_id = task.id
-        self.kind: TaskKind = task.kind
-        self.external_id = task.external_task_id
-        # Usually one watcher; two when, say, a stream and a client.wait() follow the same task.
-        self.sinks: list[TaskSink] = [sink]
-        self.seen: set[str] = set()
-        self.confirming = False
-        # A terminal claim that came in while a confirmation was running: the GET may predate it.
-        self.queued: Task | None = None
-
-
-class WebhookReceiver:
-    """Turns Kling callbacks into watcher updates; framework-neutral (see :meth:`handle`).
+class WebhookReceiver(AsyncScoped):
+    """Turns Kling callbacks into watcher updates; framework-neutral (see [`handle`][kling_async.webhooks.WebhookReceiver.handle]).
 
     Run it as ``async with receiver:`` around the time callbacks may arrive: the confirming GETs
     of unsigned callbacks run in its task group. Outside that block an unsigned terminal callback
@@ -173,7 +149,7 @@ class WebhookReceiver:
         tolerance: seconds a signature timestamp may be off.
         confirm_timeout: seconds allowed for one confirming GET.
         public_url: the externally reachable URL of the callback route, used by
-            :meth:`callback_url` when it is given no URL.
+            [`callback_url`][kling_async.webhooks.WebhookReceiver.callback_url] when it is given no URL.
         max_tracked: the most tasks remembered; beyond it the oldest are forgotten (their
             callbacks are then ignored and the safety-net poll finds them).
         wall_clock: unix time for signature timestamps (tests).
@@ -213,22 +189,19 @@ class WebhookReceiver:
         self.confirm_timeout = confirm_timeout
         """Seconds allowed for one confirming GET."""
         self.public_url = public_url
-        """The callback route's external URL, for :meth:`callback_url`."""
+        """The callback route's external URL, for [`callback_url`][kling_async.webhooks.WebhookReceiver.callback_url]."""
         self.max_tracked = max_tracked
         """The most tasks remembered at once."""
         self.stats = WebhookStats()
         """Counters of what the receiver did."""
         self._confirm = confirm
         self._wall_clock = wall_clock
-        self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
-        self._by_sink: dict[TaskSink, set[str]] = {}
-        # Final statuses of tasks nobody had registered yet (a callback that beat watch()):
-        # ids and external ids, so that expect() can have the task checked at once.
-        self._early: OrderedDict[str, bool] = OrderedDict()
-        self._by_external: dict[str, str] = {}
-        self._recent_ids: OrderedDict[str, float] = OrderedDict()
+        self._routes = CallbackRoutes()
+        self._replays = ReplayWindow()
         self._group: anyio.abc.TaskGroup | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        # The bound client's event hub: every answer is reported there as a CallbackReceived.
+        self._events: EventSink | None = None
 
     @classmethod
     def for_client(cls, client: KlingClient, **options: Any) -> WebhookReceiver:
@@ -236,7 +209,7 @@ class WebhookReceiver:
 
         Args:
             client: the client whose ``get_task`` confirms unsigned callbacks.
-            **options: any other :class:`WebhookReceiver` argument.
+            **options: any other [`WebhookReceiver`][kling_async.webhooks.WebhookReceiver] argument.
 
         Returns:
             the receiver (its event subscription ends when its ``async with`` block does).
@@ -258,33 +231,30 @@ class WebhookReceiver:
             client: the client to follow.
         """
         client.events.add(self.observe)
+        self._events = client.events
 
     def unbind(self, client: KlingClient) -> None:
         """Stop following *client* (called when it closes).
 
         Args:
-            client: a client passed to :meth:`bind` before.
+            client: a client passed to [`bind`][kling_async.webhooks.WebhookReceiver.bind] before.
         """
         client.events.remove(self.observe)
+        if self._events is client.events:
+            self._events = None
 
     def __repr__(self) -> str:
         signed = "signed" if self._signing else "unsigned"
-        return f"WebhookReceiver({signed}, tracking={len(self._tracked)}, token=<redacted>)"
+        return f"WebhookReceiver({signed}, tracking={len(self._routes)}, token=<redacted>)"
 
-    async def __aenter__(self) -> WebhookReceiver:
+    async def _enter(self) -> None:
         if self._group is not None:
             raise RuntimeError("this WebhookReceiver is already running (async with it once)")
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self) -> None:
         group, self._group = self._group, None
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -301,7 +271,7 @@ class WebhookReceiver:
         """Return the URL to send as ``callback_url``: *base_url* plus the token.
 
         Args:
-            base_url: the externally reachable URL of the callback route; :attr:`public_url`
+            base_url: the externally reachable URL of the callback route; [`public_url`][kling_async.webhooks.WebhookReceiver.public_url]
                 when omitted.
 
         Returns:
@@ -341,31 +311,7 @@ class WebhookReceiver:
             sink: the watcher that tracks (or will track) the task.
             task: the submitted task; a finished one is not remembered.
         """
-        if task.is_finished:
-            return
-        known = self._tracked.get(task.id)
-        if known is not None:
-            # Another watcher of the same task: route to both; keep what was seen so far.
-            if sink not in known.sinks:
-                known.sinks.append(sink)
-                self._by_sink.setdefault(sink, set()).add(task.id)
-            return
-        entry = _Tracked(task, sink)
-        self._tracked[task.id] = entry
-        self._by_sink.setdefault(sink, set()).add(task.id)
-        if entry.external_id:
-            self._by_external[entry.external_id] = task.id
-        while len(self._tracked) > self.max_tracked:
-            # Tasks polled to completion are only forgotten through observe(); evicting the
-            # oldest keeps memory bounded, and the safety-net poll still covers them.
-            self._forget(next(iter(self._tracked)))
-        early = self._early.pop(task.id, False)
-        if entry.external_id:
-            early = self._early.pop(entry.external_id, False) or early
-        if early:
-            # Its final callback came before this route existed: check it now, not at the
-            # safety-net interval.
-            sink.poll_soon(task.id)
+        self._routes.expect(sink, task, max_tracked=self.max_tracked)
 
     def forget_sink(self, sink: TaskSink) -> None:
         """Stop routing callbacks to *sink* (a watcher that closed).
@@ -375,12 +321,19 @@ class WebhookReceiver:
         Args:
             sink: the watcher.
         """
-        for task_id in self._by_sink.pop(sink, set()):
-            entry = self._tracked.get(task_id)
-            if entry is not None and sink in entry.sinks:
-                entry.sinks.remove(sink)
-                if not entry.sinks:
-                    self._forget(task_id)
+        self._routes.forget_sink(sink)
+
+    def drop(self, sink: TaskSink, task_id: str) -> None:
+        """Stop routing *task_id*'s callbacks to *sink* (it gave the task up: its deadline).
+
+        The task is forgotten once no other sink follows it, so a long-lived stream does not
+        keep routes for tasks it stopped waiting for.
+
+        Args:
+            sink: the watcher.
+            task_id: the task's id.
+        """
+        self._routes.drop(sink, task_id)
 
     def forget(self, task_id: str) -> None:
         """Stop expecting callbacks for *task_id* (later ones are accepted and ignored).
@@ -388,7 +341,7 @@ class WebhookReceiver:
         Args:
             task_id: the task's id.
         """
-        self._forget(task_id)
+        self._routes.forget(task_id)
 
     def observe(self, event: Event) -> None:
         """An event sink: forgets tasks as they finish (``client.events.add``).
@@ -401,38 +354,17 @@ class WebhookReceiver:
             event: any client event; only finished tasks matter.
         """
         if isinstance(event, TaskFinished):
-            entry = self._tracked.get(event.task.id)
+            entry = self._routes.get(event.task.id)
             if entry is None:
                 return
-            self._forget(event.task.id)
+            self._routes.forget(event.task.id)
             for sink in entry.sinks:
                 sink.update(event.task)
-
-    def _forget(self, task_id: str) -> None:
-        entry = self._tracked.pop(task_id, None)
-        if entry is None:
-            return
-        if entry.external_id:
-            self._by_external.pop(entry.external_id, None)
-        for sink in entry.sinks:
-            ids = self._by_sink.get(sink)
-            if ids is not None:
-                ids.discard(task_id)
-                if not ids:
-                    del self._by_sink[sink]
-
-    def _remember_early(self, task: Task) -> None:
-        for key in (task.id, task.external_task_id):
-            if key:
-                self._early[key] = True
-                self._early.move_to_end(key)
-        while len(self._early) > _EARLY_KEPT:
-            self._early.popitem(last=False)
 
     @property
     def tracking(self) -> int:
         """How many tasks the receiver expects callbacks for."""
-        return len(self._tracked)
+        return len(self._routes)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -447,12 +379,13 @@ class WebhookReceiver:
         """Process one callback request and return the HTTP status and text to answer.
 
         Never raises for anything a sender can put in a request, and never waits for the
-        network: a confirming GET runs in the background.
+        network: a confirming GET runs in the background. A body over [`max_body`][kling_async.webhooks.WebhookReceiver.max_body] bytes
+        is refused with 413, one nested deeper than [`MAX_JSON_DEPTH`][kling_async.webhooks.MAX_JSON_DEPTH] with 400.
 
         Args:
             headers: the request headers (names in any case).
             query: the URL's query parameters.
-            body: the raw body; adapters stop reading just past :attr:`max_body`.
+            body: the raw body; adapters stop reading just past [`max_body`][kling_async.webhooks.WebhookReceiver.max_body].
             peer: the sender's address, for log lines.
 
         Returns:
@@ -479,23 +412,20 @@ class WebhookReceiver:
                 )
             except WebhookVerificationError as exc:
                 return self._reject(401, f"bad signature: {exc}", peer)
-            if self._replayed(msg_id):
+            if self._replays.replayed(msg_id, now=self._wall_clock(), keep=2 * self.tolerance):
                 self.stats.duplicates += 1
+                emit(self._events, CallbackReceived(200, "duplicate"))
                 return 200, "ok"
             signed = True
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return self._reject(400, "body is not JSON", peer)
-        try:
-            task = wire.parse_task(data, TEXT_TO_VIDEO, where="callback")
-        except ResponseParseError as exc:
-            return self._reject(400, f"not a task object: {exc.args[0]}", peer)
+        task = parse_callback(body, signed=signed, max_depth=MAX_JSON_DEPTH)
+        if isinstance(task, str):
+            return self._reject(400, task, peer)
         self._route(task, signed=signed)
+        emit(self._events, CallbackReceived(200, "accepted", task))
         return 200, "ok"
 
     def refuse_oversized(self, *, peer: str | None = None) -> tuple[int, str]:
-        """Answer a request whose declared length is over :attr:`max_body`, without reading it.
+        """Answer a request whose declared length is over [`max_body`][kling_async.webhooks.WebhookReceiver.max_body], without reading it.
 
         Args:
             peer: the sender's address, for the log line.
@@ -510,29 +440,25 @@ class WebhookReceiver:
         self.stats.rejected[status] += 1
         # The reason never contains the query string, so the token cannot reach a log line.
         logger.warning("rejected a callback from %s: %s (HTTP %d)", peer or "?", reason, status)
+        # The reason's head ("bad signature"), not its detail: a short, stable metric label.
+        emit(self._events, CallbackReceived(status, reason.split(":", 1)[0]))
         return status, reason
 
-    def _replayed(self, msg_id: str) -> bool:
-        now = self._wall_clock()
-        horizon = now - 2 * self.tolerance
-        while self._recent_ids and next(iter(self._recent_ids.values())) < horizon:
-            self._recent_ids.popitem(last=False)
-        if msg_id in self._recent_ids:
-            return True
-        self._recent_ids[msg_id] = now
-        return False
+    def alias(self, task: Task) -> None:
+        """Route callbacks that carry *task*'s upstream id (a gateway's remapped task) to it.
+
+        Args:
+            task: a tracked task whose ``upstream_id`` is known.
+        """
+        self._routes.alias(task)
 
     def _route(self, task: Task, *, signed: bool) -> None:
-        entry = self._tracked.get(task.id)
-        if entry is None and task.external_task_id:
-            # Gateways may hand out their own task ids; our external id survives the remap.
-            own_id = self._by_external.get(task.external_task_id)
-            entry = self._tracked.get(own_id) if own_id is not None else None
+        entry = self._routes.find(task)
         if entry is None:
             self.stats.ignored += 1
-            logger.debug("callback for untracked task %s ignored", task.id)
+            logger.debug("callback for untracked task %s ignored", task.id, extra=task_fields(task))
             if task.is_finished:
-                self._remember_early(task)
+                self._routes.remember_early(task)
             return
         task = attrs.evolve(task, id=entry.task_id, kind=entry.kind)
         status = task.status.value
@@ -540,11 +466,13 @@ class WebhookReceiver:
             self.stats.duplicates += 1
             return
         entry.seen.add(status)
-        logger.debug("callback: task %s is %s (signed=%s)", task.id, status, signed)
+        logger.debug(
+            "callback: task %s is %s (signed=%s)", task.id, status, signed, extra=task_fields(task)
+        )
         if signed:
             if task.is_finished:
                 self.stats.direct += 1
-                self._forget(entry.task_id)
+                self._routes.forget(entry.task_id)
             # A verified non-terminal state is news too: it moves the safety-net poll later.
             for sink in entry.sinks:
                 sink.update(task)
@@ -563,28 +491,26 @@ class WebhookReceiver:
             return
         self._start_confirm(group, entry, task)
 
-    def _start_confirm(self, group: anyio.abc.TaskGroup, entry: _Tracked, claimed: Task) -> None:
+    def _start_confirm(self, group: anyio.abc.TaskGroup, entry: Tracked, claimed: Task) -> None:
         entry.confirming = True
         self.stats.confirmations += 1
         group.start_soon(self._confirm_task, entry, claimed)
 
-    async def _confirm_task(self, entry: _Tracked, claimed: Task) -> None:
+    async def _confirm_task(self, entry: Tracked, claimed: Task) -> None:
         assert self._confirm is not None  # noqa: S101 - only started with a confirm function
         try:
             with anyio.fail_after(self.confirm_timeout):
                 actual = await self._confirm(claimed)
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the poll scheduler
             self.stats.confirm_failures += 1
-            logger.warning("confirming task %s failed (%s); polling it soon", claimed.id, exc)
-            entry.confirming = False
-            entry.seen.discard(claimed.status.value)
-            if entry.queued is not None:
-                entry.seen.discard(entry.queued.status.value)
-                entry.queued = None
-            for sink in entry.sinks:
-                sink.poll_soon(entry.task_id)
+            logger.warning(
+                "confirming task %s failed (%s); polling it soon",
+                claimed.id,
+                exc,
+                extra=task_fields(claimed),
+            )
+            self._routes.confirm_failed(entry, claimed)
             return
-        entry.confirming = False
         if actual.status is not claimed.status:
             self.stats.disagreements += 1
             logger.warning(
@@ -592,46 +518,8 @@ class WebhookReceiver:
                 claimed.id,
                 claimed.status.value,
                 actual.status.value,
+                extra=task_fields(actual),
             )
-            # Let a later (genuine) callback with that status trigger a new confirmation.
-            entry.seen.discard(claimed.status.value)
-        if actual.is_finished:
-            self._forget(entry.task_id)
-        for sink in entry.sinks:
-            sink.update(actual)
-        queued, entry.queued = entry.queued, None
-        if queued is not None and not actual.is_finished and self._group is not None:
+        queued = self._routes.confirmed(entry, claimed, actual)
+        if queued is not None and self._group is not None:
             self._start_confirm(self._group, entry, queued)
-
-
-def aiohttp_handler(
-    receiver: WebhookReceiver,
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Serve *receiver* from ``aiohttp.web``: ``app.router.add_post(path, handler)``.
-
-    Args:
-        receiver: the receiver to feed.
-
-    Returns:
-        a request handler that reads at most ``receiver.max_body + 1`` bytes.
-    """
-    from aiohttp import web  # lazily: importing the core must not load the server half of aiohttp
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        limit = receiver.max_body
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            status, text = receiver.refuse_oversized(peer=request.remote)
-            return web.Response(status=status, text=text)
-        body = bytearray()
-        while len(body) <= limit:
-            chunk = await request.content.read(limit + 1 - len(body))
-            if not chunk:
-                break
-            body.extend(chunk)
-        status, text = await receiver.handle(
-            request.headers, request.query, bytes(body), peer=request.remote
-        )
-        return web.Response(status=status, text=text)
-
-    return handle

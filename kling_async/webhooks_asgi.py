@@ -1,6 +1,6 @@
 """The callback receiver as an ASGI app, for Starlette, FastAPI or any ASGI server.
 
-:class:`WebhookApp` is plain ASGI and imports nothing; :func:`starlette_route` wraps it in a
+[`WebhookApp`][kling_async.webhooks_asgi.WebhookApp] is plain ASGI and imports nothing; [`starlette_route`][kling_async.webhooks_asgi.starlette_route] wraps it in a
 Starlette ``Route`` (install the ``webhooks`` extra for Starlette).
 
 FastAPI example::
@@ -29,7 +29,7 @@ Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 
 class WebhookApp:
-    """An ASGI app that answers Kling callbacks with a :class:`WebhookReceiver`.
+    """An ASGI app that answers Kling callbacks with a [`WebhookReceiver`][kling_async.webhooks.WebhookReceiver].
 
     It accepts ``POST`` only (405 otherwise), refuses a declared or actual body over
     ``receiver.max_body`` with 413 without reading the rest, and answers ``lifespan`` messages so

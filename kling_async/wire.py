@@ -10,8 +10,8 @@ Parsing is tolerant of every shape the API notes describe, because gateways diff
   (``id``/``status``/``outputs``);
 * timestamps in milliseconds or seconds, statuses in any case and spelling.
 
-Anything that still cannot be read raises :class:`~kling_async.ResponseParseError` naming what was
-wrong; a ``KeyError`` or ``TypeError`` never escapes. One :class:`cattrs.Converter`, built here,
+Anything that still cannot be read raises [`ResponseParseError`][kling_async.errors.ResponseParseError] naming what was
+wrong; a ``KeyError`` or ``TypeError`` never escapes. One ``cattrs.Converter``, built here,
 does the structuring; the global converter is never touched.
 """
 
@@ -27,14 +27,16 @@ import attrs
 import cattrs
 from cattrs.errors import BaseValidationError
 
-from .errors import APIError, ResponseParseError, error_for_response
+from . import dialects
+from ._urls import is_http_url
+from .errors import APIError, MissingResultError, ResponseParseError, error_for_response
 from .models import Task, TaskKind, TaskRequest, TaskStatus, Video
 from .retry import parse_retry_after
 
 __all__ = ["converter", "parse_envelope", "parse_task", "parse_task_list", "request_body"]
 
 converter = cattrs.Converter(forbid_extra_keys=False)
-"""The library's one converter (never :data:`cattrs.global_converter`)."""
+"""The library's one converter (never ``cattrs.global_converter``)."""
 
 _SUCCESS_CODES = {"0", "success", "succeed", "ok"}
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)]+)\)")
@@ -103,15 +105,33 @@ def _excerpt(body: bytes) -> str:
     return body[:120].decode("utf-8", "replace")
 
 
+MAX_NESTING = 8
+"""How many gateway records and upstream envelopes a task may be wrapped in before the answer is
+refused as malformed. JSON nested deeper than the interpreter's recursion limit (about 1,000
+levels) is refused while decoding."""
+
+
+def _decode(body: bytes, *, where: str) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except RecursionError:
+        raise ResponseParseError(
+            "the body is nested too deeply to decode", where=where, excerpt=_excerpt(body)
+        ) from None
+
+
 def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, where: str) -> Any:
     """Return the ``data`` of a successful answer, or raise the matching error.
+
+    Besides Kling's envelope, a gateway's bare task (new-api answers a create with the task
+    object itself, no envelope) is returned as it is.
 
     Raises:
         APIError: (a subclass chosen by code and status) when the server reports an error.
         ResponseParseError: when the answer is not one of the known shapes.
     """
     try:
-        payload = json.loads(body) if body else None
+        payload = _decode(body, where=where)
     except (ValueError, UnicodeDecodeError):
         payload = None
         if status < 400:
@@ -131,6 +151,8 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
     if error is not None:
         raise error
     if "data" not in payload:
+        if dialects.is_bare_task(payload):
+            return payload
         raise ResponseParseError(
             "the envelope has no 'data' field", where=where, excerpt=_excerpt(body)
         )
@@ -138,7 +160,7 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
 
 
 def _error_from(
-    payload: dict[str, Any], status: int, headers: Mapping[str, str]
+    payload: Mapping[str, Any], status: int, headers: Mapping[str, str]
 ) -> APIError | None:
     gateway = payload.get("error")
     if isinstance(gateway, dict):
@@ -146,7 +168,7 @@ def _error_from(
         message = str(gateway.get("message") or gateway.get("type") or "gateway error")
         found = _REQUEST_ID_IN_MESSAGE.search(message)
         raw_code = gateway.get("code")
-        return error_for_response(
+        return _api_error(
             status=status if status >= 400 else 500,
             code=_normalise_code(raw_code) if raw_code not in (None, "") else None,
             message=message,
@@ -157,14 +179,41 @@ def _error_from(
     code = _normalise_code(raw_code)
     if code == 0 and status < 400:
         return None  # the hot path: no Retry-After to read
-    retry_after = parse_retry_after(headers)
     request_id = payload.get("request_id")
-    return error_for_response(
+    return _api_error(
         status=status if status >= 400 else 400,
         code=code,
         message=str(payload.get("message") or f"error code {code}"),
         request_id=str(request_id) if request_id else None,
-        retry_after=retry_after,
+        retry_after=parse_retry_after(headers),
+    )
+
+
+def _api_error(
+    *,
+    status: int,
+    code: int | str | None,
+    message: str,
+    request_id: str | None,
+    retry_after: float | None,
+) -> APIError:
+    """Build the error, first recovering Kling's own answer when a gateway relays it."""
+    upstream = dialects.relayed_upstream(message)
+    if upstream is not None:
+        upstream_code = _normalise_code(upstream.get("code"))
+        if upstream_code not in (None, 0):
+            code = upstream_code
+            message = str(upstream.get("message") or message)
+            upstream_id = upstream.get("request_id")
+            request_id = str(upstream_id) if upstream_id else request_id
+    cls = dialects.error_class(code, message)
+    message = dialects.explain(message)
+    if cls is not None:
+        return cls(
+            message, status=status, code=code, request_id=request_id, retry_after=retry_after
+        )
+    return error_for_response(
+        status=status, code=code, message=message, request_id=request_id, retry_after=retry_after
     )
 
 
@@ -192,57 +241,143 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
-def _normalise_task(data: Mapping[str, Any]) -> dict[str, Any]:
-    inner = data.get("data")
-    if isinstance(inner, dict) and ("task_id" in inner or "id" in inner):
-        # Gateway wrapper (new-api style): the upstream task sits in data.data, the gateway's own
-        # status and failure reason beside it. Prefer upstream fields; fall back to the wrapper's.
-        merged = _normalise_task(inner)
-        if not merged.get("task_status"):
-            merged["task_status"] = data.get("status")
-        if merged.get("task_status_msg") is None:
-            merged["task_status_msg"] = data.get("fail_reason") or None
-        if not merged.get("task_id"):
-            merged["task_id"] = data.get("task_id")
-        return merged
-    info = data.get("task_info")
+def _layers(data: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
+    """The records a task is wrapped in, outermost first, envelopes stepped through.
+
+    A gateway's record of a task (new-api's ``TaskDto``: its own id, status, progress and
+    ``result_url``) may hold the upstream's answer in ``data``: the bare task, or the whole
+    upstream envelope ``{code, message, request_id, data: {<task>}}``, possibly again wrapped.
+    Each envelope's ``code`` is checked on the way in.
+    """
+    layers = [data]
+    current = data
+    for _ in range(MAX_NESTING):
+        inner = current.get("data")
+        if isinstance(inner, Mapping) and dialects.is_envelope(inner):
+            error = _error_from(inner, 200, {})
+            if error is not None:
+                if TaskStatus.parse(str(_first(current, "task_status", "status") or "")) in (
+                    TaskStatus.FAILED,
+                    TaskStatus.SUCCEED,
+                ):
+                    # The gateway has settled the task; the upstream's error explains it.
+                    layers.append({"task_status_msg": error.message})
+                    return layers
+                raise error
+            inner = inner.get("data")
+        if not isinstance(inner, Mapping):
+            return layers
+        layers.append(inner)
+        current = inner
+    raise ResponseParseError(
+        f"the task is wrapped more than {MAX_NESTING} levels deep", where=where
+    )
+
+
+def _layered(layers: list[Mapping[str, Any]], *keys: str) -> Any:
+    """The innermost non-empty value of *keys* (the upstream's word beats a gateway's copy)."""
+    for layer in reversed(layers):
+        value = _first(layer, *keys)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _status(layers: list[Mapping[str, Any]]) -> Any:
+    innermost = _layered(layers, "task_status", "status")
+    if innermost is None or TaskStatus.parse(str(innermost)).is_finished:
+        return innermost
+    # A gateway that settled the task (a timeout, a refund) will not ask the upstream again.
+    for layer in layers:
+        outer = _first(layer, "task_status", "status")
+        if outer is not None and TaskStatus.parse(str(outer)).is_finished:
+            return outer
+    return innermost
+
+
+def _results(layers: list[Mapping[str, Any]], where: str, *, fallback: bool) -> list[Any]:
+    for layer in reversed(layers):
+        result = layer.get("task_result")
+        if isinstance(result, Mapping) and result.get("videos") is not None:
+            videos = result["videos"]
+            if not isinstance(videos, list) or not all(isinstance(v, Mapping) for v in videos):
+                raise ResponseParseError(
+                    f"task_result.videos must be a list of objects, got {_shape(videos)}",
+                    where=where,
+                )
+            return videos
+        outputs = layer.get("outputs")
+        if outputs is not None:
+            if not isinstance(outputs, list) or not all(isinstance(v, Mapping) for v in outputs):
+                raise ResponseParseError(
+                    f"outputs must be a list of objects, got {_shape(outputs)}", where=where
+                )
+            return [item for item in outputs if item.get("type", "video") == "video"]
+    # A gateway's lone result URL stands for the video; image and audio tasks list theirs.
+    url = _layered(layers, *dialects.RESULT_URL_KEYS) if fallback else None
+    return [{"url": url}] if isinstance(url, str) and url else []
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, list):
+        kinds = sorted({type(item).__name__ for item in value})
+        return f"a list of {', '.join(kinds)}" if kinds else "an empty list"
+    return type(value).__name__
+
+
+def _progress(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(str(value).strip().rstrip("%"))
+    except ValueError:
+        return None
+    return max(0, min(100, int(number))) if number == number else None  # NaN is no progress
+
+
+def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[str, Any]:
+    layers = _layers(data, where)
+    outer_id = _layered(layers[:1], "task_id", "id")
+    inner_id = _layered(layers[-1:], "task_id", "id")
+    info = _layered(layers, "task_info")
     info = info if isinstance(info, Mapping) else {}
-    result = data.get("task_result")
-    result = result if isinstance(result, Mapping) else {}
-    videos = result.get("videos")
-    if videos is None and isinstance(data.get("outputs"), list):
-        videos = [
-            item
-            for item in data["outputs"]
-            if isinstance(item, Mapping) and item.get("type", "video") == "video"
-        ]
     return {
-        "task_id": _first(data, "task_id", "id"),
-        "task_status": _first(data, "task_status", "status"),
-        "task_status_msg": _first(data, "task_status_msg", "message", "fail_reason"),
+        # The outermost id is the one to query with: a gateway's own id, not the upstream's.
+        "task_id": outer_id if outer_id is not None else _layered(layers, "task_id", "id"),
+        "upstream_id": inner_id if inner_id is not None and inner_id != outer_id else None,
+        "task_status": _status(layers),
+        "task_status_msg": _layered(layers, "task_status_msg", "fail_reason", "message"),
         "external_task_id": _first(info, "external_task_id")
-        or _first(data, "external_task_id", "external_id"),
-        "created_at": _first(data, "created_at", "create_time"),
-        "updated_at": _first(data, "updated_at", "update_time"),
-        "videos": videos if videos is not None else [],
+        or _layered(layers, "external_task_id", "external_id"),
+        "created_at": _layered(layers, "created_at", "create_time", "submit_time"),
+        "updated_at": _layered(layers, "updated_at", "update_time"),
+        "progress": _layered(layers, "progress"),
+        "videos": _results(layers, where, fallback=kind.results == "videos"),
     }
 
 
-def parse_task(data: Any, kind: TaskKind, *, where: str = "") -> Task:
-    """Build a :class:`Task` from any known task payload shape.
+def parse_task(data: Any, kind: TaskKind, *, where: str = "", require_result: bool = True) -> Task:
+    """Build a [`Task`][kling_async.models.Task] from any known task payload shape.
+
+    A task that reports success must carry at least one result with an http(s) URL (unless
+    *require_result* is false: an unsigned callback, which only prompts a confirming GET).
 
     Raises:
         ResponseParseError: naming the missing or malformed field.
+        MissingResultError: a success with nothing to download (the raw answer attached).
+        APIError: an upstream envelope inside a gateway's record reports an error.
     """
     if not isinstance(data, Mapping):
         raise ResponseParseError(f"expected a task object, got {type(data).__name__}", where=where)
-    normalised = _normalise_task(data)
+    normalised = _normalise_task(data, kind, where)
     for required in ("task_id", "task_status"):
         if normalised.get(required) in (None, ""):
             raise ResponseParseError(
                 f"the task has no {required!r} (keys: {', '.join(sorted(map(str, data)))})",
                 where=where,
             )
+    progress = _progress(normalised.pop("progress"))
+    upstream_id = normalised.pop("upstream_id")
     try:
         wire = converter.structure(normalised, _WireTask)
     except BaseValidationError as exc:
@@ -250,26 +385,39 @@ def parse_task(data: Any, kind: TaskKind, *, where: str = "") -> Task:
         raise ResponseParseError(f"malformed task: {details}", where=where) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise ResponseParseError(f"malformed task: {exc}", where=where) from None
-    return Task(
+    status = TaskStatus.parse(wire.task_status)
+    videos = tuple(
+        Video(
+            id=video.id,
+            url=video.url,
+            watermark_url=video.watermark_url or None,
+            duration=video.duration,
+        )
+        for video in wire.videos
+    )
+    task = Task(
         id=wire.task_id,
         kind=kind,
-        status=TaskStatus.parse(wire.task_status),
+        status=status,
         raw_status=wire.task_status,
         status_msg=wire.task_status_msg or None,
         external_task_id=wire.external_task_id or None,
         created_at=wire.created_at,
         updated_at=wire.updated_at,
-        videos=tuple(
-            Video(
-                id=video.id,
-                url=video.url,
-                watermark_url=video.watermark_url or None,
-                duration=video.duration,
-            )
-            for video in wire.videos
-        ),
+        videos=videos,
+        upstream_id=str(upstream_id) if upstream_id is not None else None,
+        progress=progress if progress is not None or status is not TaskStatus.SUCCEED else 100,
         raw=dict(data),
     )
+    if (
+        require_result
+        and status is TaskStatus.SUCCEED
+        and not any(is_http_url(result.url) for result in task.results)
+    ):
+        noun = kind.results[:-1]  # "video", "image" or "audio"
+        missing = f"no {noun} has an http(s) URL" if task.results else f"its answer holds no {noun}"
+        raise MissingResultError(missing, task_id=wire.task_id, raw=data, where=where)
+    return task
 
 
 def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
@@ -299,6 +447,7 @@ def request_body(request: TaskRequest, *, external_task_id: str | None = None) -
         {'mode': 'pro', 'duration': '5', 'prompt': 'hi', 'external_task_id': 'e1'}
     """
     body: dict[str, Any] = _drop_none(converter.unstructure(request))
+    body.pop("relax_rules", None)  # a client-side switch, never sent
     watermark = body.pop("watermark", None)
     if watermark is not None:
         body["watermark_info"] = {"enabled": watermark}

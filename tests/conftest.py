@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 
 import kling_async as kling
@@ -75,3 +77,13 @@ def emulator() -> Iterator[FakeKlingServer]:
         yield threaded.start()
     finally:
         threaded.stop()
+
+
+# Property-based tests are bounded and derandomised: the same examples on every run, so CI is
+# stable; no deadline, because timing on a shared machine is not what they test.
+hypothesis.settings.register_profile(
+    "kling", derandomize=True, max_examples=150, deadline=None, database=None
+)
+# A longer, random search for a developer hunting bugs: KLING_HYPOTHESIS_PROFILE=deep.
+hypothesis.settings.register_profile("deep", max_examples=5000, deadline=None, database=None)
+hypothesis.settings.load_profile(os.environ.get("KLING_HYPOTHESIS_PROFILE", "kling"))

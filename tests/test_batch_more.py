@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
@@ -15,6 +16,7 @@ from kling_async import wire
 from kling_async.batch import Batch
 from kling_async.client import DEFAULT_RATE
 from kling_async.journal import InMemoryJournal, JournalEntry
+from kling_async.slots import SlotLease, hold_slot
 from kling_async.testing import FakeKlingServer, Timeline, Validation
 
 from .conftest import API_KEY, FAST_POLL, FAST_RETRY
@@ -511,18 +513,38 @@ class _OneAtATime:
         self.in_use = 0
         self.peak = 0
         self.limit: int | None = 1
+        self.waiting = 0
 
-    async def acquire(self) -> None:
-        await self._gate.acquire()
+    async def acquire(self) -> SlotLease:
+        self.waiting += 1
+        try:
+            await self._gate.acquire()
+        finally:
+            self.waiting -= 1
         self.in_use += 1
         self.peak = max(self.peak, self.in_use)
+        return SlotLease()
 
-    def release(self) -> None:
-        self.in_use -= 1
-        self._gate.release()
+    async def adopt(self) -> SlotLease:
+        raise AssertionError("nothing to adopt in a fresh batch")
 
-    def on_concurrency_limited(self) -> None:
+    async def release(self, lease: SlotLease) -> None:
+        if not lease.released:
+            lease.released = True
+            self.in_use -= 1
+            self._gate.release()
+
+    async def on_concurrency_limited(self) -> None:
         pass
+
+    async def bind(self, lease: SlotLease, task_id: str) -> None:
+        pass
+
+    async def release_task(self, task_id: str) -> None:
+        pass
+
+    def hold(self) -> AbstractAsyncContextManager[SlotLease]:
+        return hold_slot(self)
 
 
 async def test_custom_task_slots_bound_the_batch(server: FakeKlingServer, tmp_path: Path) -> None:

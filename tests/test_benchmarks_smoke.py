@@ -20,17 +20,29 @@ def bench() -> dict[str, ModuleType]:
     """The benchmark modules, imported from the benchmarks folder."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
+        import bench_default_policy
         import bench_makespan
         import bench_memory
+        import bench_otel
+        import bench_readme_pattern
         import bench_requests_per_task
         import bench_throughput
+        import bench_tight_budget
+        import run_all
+        from _plot import write_svg
     finally:
         sys.path.remove(str(BENCHMARKS))
     return {
+        "default_policy": bench_default_policy,
         "throughput": bench_throughput,
         "requests": bench_requests_per_task,
         "makespan": bench_makespan,
         "memory": bench_memory,
+        "otel": bench_otel,
+        "run_all": run_all,
+        "readme": bench_readme_pattern,
+        "tight_budget": bench_tight_budget,
+        "plot": sys.modules[write_svg.__module__],
     }
 
 
@@ -79,3 +91,71 @@ def test_memory(bench: dict[str, ModuleType]) -> None:
     result = bench["memory"].main(["--tasks", "5000"])
     assert result["tasks"] == 5000
     assert result["rss_end"] >= result["rss_start"]
+
+
+def test_otel_overhead(bench: dict[str, ModuleType]) -> None:
+    result = bench["otel"].main(
+        [
+            "--tasks",
+            "6",
+            "--concurrency",
+            "2",
+            "--window",
+            "0.2",
+            "--warmup",
+            "0.05",
+            "--rounds",
+            "1",
+        ]
+    )
+    assert set(result["checks_per_s"]) == set(bench["otel"].MODES)
+    assert all(rate > 0 for rate in result["checks_per_s"].values())
+    assert all(math.isfinite(ratio) and ratio > 0 for ratio in result["ratio"].values())
+
+
+def test_default_policy(bench: dict[str, ModuleType], tmp_path: Path) -> None:
+    result = bench["default_policy"].main(
+        ["--tasks", "8", "--warmup", "8", "--scale", "0.002", "--rounds", "2"]
+    )
+    names = {row["name"] for row in result["rows"]}
+    assert names == {"naive wide", "wide", "wide + progress", "naive mix", "mix cold", "mix warm"}
+    for row in result["rows"]:
+        assert row["requests_per_task"] >= 1  # every task needs at least one GET to be seen
+        assert 0 < row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
+        assert row["p95_min"] <= row["p95_median"] <= row["p95_max"]
+        assert row["p95_min"] > -5  # seen after the emulator's finish time, give or take
+    requests = bench["requests"].main(["--tasks", "4", "--scale", "0.002"])
+    points = bench["run_all"].plot_points(requests, result)
+    assert len(points) == len(requests["rows"]) + len(result["rows"])
+    svg = bench["plot"].write_svg(tmp_path / "plot.svg", "smoke", points).read_text()
+    assert svg.startswith("<svg")
+    assert svg.count("<circle") == 2 * len(points)  # one dot and one legend mark each
+
+
+def test_tight_budget(bench: dict[str, ModuleType]) -> None:
+    result = bench["tight_budget"].main(["--tasks", "20", "--rate", "2"])
+    assert [row["name"] for row in result["rows"]] == ["naive", "default"] * 2
+    for row in result["rows"]:
+        assert row["requests_per_task"] >= 1
+        assert 0 <= row["p50"] <= row["p95"] <= row["max"]
+        assert row["makespan"] >= 60  # nothing finishes sooner
+
+
+def test_list_schedule(bench: dict[str, ModuleType]) -> None:
+    schedule = bench["readme"].list_schedule
+    assert schedule([1.0, 1.0, 2.0], 2) == 3.0
+    assert schedule([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert schedule([2.0] * 4, 4) == 2.0
+
+
+def test_readme_pattern(bench: dict[str, ModuleType]) -> None:
+    result = bench["readme"].main(["--tasks", "6", "--slots", "3", "--scale", "0.002"])
+    assert result["finished"] == 6
+    assert result["ratio"] > 0.9  # cannot beat the ideal by much (durations vary +-25 %)
+    # Nothing beats the list schedule of the very durations drawn, seen finishing at once.
+    assert result["drawn_ratio"] >= 1.0
+    assert result["drawn_ideal_s"] >= result["mean_task_s"] * 2  # 6 tasks on 3 slots
+    assert result["requests_per_task"] >= 1
+    assert result["scheduler_per_task"] + result["submitters_per_task"] == pytest.approx(
+        result["requests_per_task"]
+    )

@@ -54,7 +54,7 @@ def test_load_items_jsonl_multi_shot_and_bad_keys(tmp_path: Path) -> None:
     assert _problems(path) == [
         f"{path}:2: key must be a non-empty string",
         f"{path}:3: key must be a non-empty string",
-        f"{path}:4: camera_control: unknown field(s): speed",
+        f"{path}:4: camera_control: unknown field(s): speed; accepted: type, config",
     ]
     path.write_text(json.dumps(lines[0]) + "\n")
     ((key, request),) = load_items(path, kling.RequestLimits())
@@ -113,18 +113,18 @@ def test_batch_input_that_is_not_utf8_is_a_usage_error(
     assert emulator.requests == []
 
 
-def test_batch_output_folder_that_cannot_be_made_is_a_usage_error(
+def test_batch_output_folder_that_cannot_be_made_is_a_storage_error(
     emulator: FakeKlingServer, tmp_path: Path
 ) -> None:
-    """-o below a regular file: exit 2 naming the folder, nothing sent."""
+    """-o below a regular file: exit 3 (storage) naming the folder, nothing sent."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n")
     blocker = tmp_path / "file"
     blocker.write_text("")
     out = blocker / "out"
     result = invoke([*_connect(emulator), "batch", str(prompts), "-o", str(out)])
-    assert result.exit_code == 2
-    assert f"cannot create {out}" in result.output
+    assert result.exit_code == 3
+    assert f"cannot create {out}: Not a directory (ENOTDIR)" in result.output
     assert emulator.requests == []
 
 
@@ -358,10 +358,7 @@ def test_emulator_command_passes_options_and_the_global_key(
     ]
 
 
-def test_demo_runs_a_batch_against_a_private_emulator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """demo exits 0 with a summary even though its FAIL prompt fails, and saves the videos."""
+def _quick_demo_timeline(monkeypatch: pytest.MonkeyPatch) -> None:
     real_timeline = kling_async.testing.Timeline
 
     def quick(**options: Any) -> Timeline:
@@ -370,10 +367,18 @@ def test_demo_runs_a_batch_against_a_private_emulator(
         return real_timeline(**options)
 
     monkeypatch.setattr(kling_async.testing, "Timeline", quick)
+
+
+def test_demo_runs_a_batch_against_a_private_emulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """demo exits 0 with a summary even though its FAIL prompt fails, and saves the videos."""
+    _quick_demo_timeline(monkeypatch)
     out = tmp_path / "demo"
     result = invoke(["demo", "--count", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "emulator on http://127.0.0.1:" in result.output
+    assert "(kling dialect)" in result.output
     assert "2 prompts, 5 task slots" in result.output
     assert "failed demo-02: content risk control" in result.output
     assert "1 succeeded, 1 failed, 0 uncertain, 0 unfinished" in result.output
@@ -390,3 +395,18 @@ def test_main_runs_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert shown.startswith("Usage: kling-async [OPTIONS] COMMAND")
     for command in ("batch", "demo", "emulator", "generate", "status"):
         assert f"  {command} " in shown
+
+
+def test_demo_runs_behind_the_new_api_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``demo --dialect new-api``: the same batch through the emulated gateway, no setting."""
+    _quick_demo_timeline(monkeypatch)
+    out = tmp_path / "demo"
+    result = invoke(["demo", "--count", "3", "--out", str(out), "--dialect", "new-api"])
+    assert result.exit_code == 0, result.output
+    assert "(new-api dialect)" in result.output
+    assert "failed demo-02: content risk control" in result.output
+    # The demo's faults may leave a create "uncertain" behind the gateway; never a duplicate.
+    assert {path.name for path in out.glob("*.mp4")} <= {"demo-01.mp4", "demo-03.mp4"}
+    assert " 0 unfinished" in result.output

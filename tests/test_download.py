@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +21,7 @@ from kling_async.errors import ConfigurationError, DownloadError
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.models import Task, TaskStatus, Video
 from kling_async.retry import RetryPolicy
+from kling_async.testing.clock import FakeClock
 
 FAST = RetryPolicy(max_retries=3, base=0.001, cap=0.01, jitter=0.0)
 SECRET = "sig-0123456789abcdef"
@@ -134,6 +137,10 @@ class NoWait:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         await anyio.lowlevel.checkpoint()
+
+    def deadline(self, seconds: float | None) -> AbstractContextManager[anyio.CancelScope]:
+        # Time never passes on this clock, so no deadline ever expires.
+        return anyio.CancelScope()
 
 
 def part_has_bytes(part: Path) -> Callable[[], bool]:
@@ -321,6 +328,20 @@ async def test_server_errors_are_retried_with_backoff(cdn: FakeCdn, tmp_path: Pa
         path = await d.download(make_task(video), tmp_path)
     assert path.read_bytes() == data
     assert clock.sleeps == [0.001, 0.002, 0.0]  # the 429 said Retry-After: 0
+
+
+async def test_retry_waits_are_on_the_injected_clock(cdn: FakeCdn, tmp_path: Path) -> None:
+    """Minutes of back-off pass on a fake clock in no wall time: nothing sleeps for real."""
+    video, data = add(cdn, "v1.mp4")
+    cdn.faults["v1.mp4"] = [500, 502]
+    clock = FakeClock()
+    slow = RetryPolicy(max_retries=3, base=60.0, cap=600.0, jitter=0.0)
+    started = time.monotonic()
+    async with clock.autojump(), downloader(clock=clock, retry=slow) as d:
+        path = await d.download(make_task(video), tmp_path)
+    assert path.read_bytes() == data
+    assert clock.now() == 180.0  # 60 s, then 120 s, on virtual time
+    assert time.monotonic() - started < 60
 
 
 async def test_retries_run_out(cdn: FakeCdn, tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_batch_resumes_without_paying_twice(tmp_path: Path) -> None:
     """A second run on the same journal and server submits nothing new."""
     batch = load("batch_with_progress")
 
-    async def scenario() -> tuple[int, int, dict[str, str]]:
+    async def scenario() -> tuple[int, int, set[str]]:
         timeline = Timeline(queue_seconds=0.02, processing_seconds=0.05)
         async with (
             FakeKlingServer(timeline=timeline) as server,
@@ -99,40 +99,24 @@ def test_batch_resumes_without_paying_twice(tmp_path: Path) -> None:
             journal = tmp_path / "batch.journal"
             await batch.run_batch(client, prompts, tmp_path, journal)
             creates = server.stats.routes["create"]
-            statuses = await batch.run_batch(client, prompts, tmp_path, journal)
-            return creates, server.stats.routes["create"], statuses
+            result = await batch.run_batch(client, prompts, tmp_path, journal)
+            return creates, server.stats.routes["create"], {e.status for e in result.entries}
 
     first, second, statuses = asyncio.run(scenario())
     assert first == 4
     assert second == 4
-    assert set(statuses.values()) == {"downloaded"}
+    assert statuses == {"downloaded"}
+    assert sorted(path.name for path in tmp_path.glob("*.mp4")) == [
+        f"line-000{n}.mp4" for n in range(1, 5)
+    ]
 
 
-def test_batch_reattaches_after_a_crash_between_create_and_record(tmp_path: Path) -> None:
-    """An intent whose create landed but was never recorded is found by external id."""
-    batch = load("batch_with_progress")
-
-    async def scenario() -> tuple[int, dict[str, str]]:
-        timeline = Timeline(queue_seconds=0.02, processing_seconds=0.05)
-        async with (
-            FakeKlingServer(timeline=timeline) as server,
-            kling.KlingClient(
-                api_key=server.api_key,
-                provider=kling.local_emulator(server.url),
-                poll=kling.PollPolicy(first_delay=0.02, min_interval=0.02, max_interval=0.1),
-            ) as client,
-        ):
-            prompts = batch.demo_prompts(2)
-            # The "crashed" run: the create for line 1 went out, the journal never heard back.
-            await client.submit(
-                kling.TextToVideo(prompt=prompts[0]), external_task_id="batch-demo-00001"
-            )
-            statuses = await batch.run_batch(client, prompts, tmp_path, tmp_path / "j.journal")
-            return len(server.tasks), statuses
-
-    tasks, statuses = asyncio.run(scenario())
-    assert tasks == 2
-    assert set(statuses.values()) == {"downloaded"}
+def test_batch_example_is_built_on_the_public_batch() -> None:
+    """The example teaches the library: no hand-written journal or re-attach logic."""
+    source = (EXAMPLES / "batch_with_progress.py").read_text(encoding="utf-8")
+    assert "Batch(" in source
+    for by_hand in ("record_intent", "record_created", "find_by_external_id", "adopt("):
+        assert by_hand not in source
 
 
 @pytest.mark.parametrize("name", ["single_video", "batch_with_progress"])

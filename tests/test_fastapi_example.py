@@ -42,8 +42,10 @@ def load_example() -> ModuleType:
 
 
 @contextlib.asynccontextmanager
-async def serving(kling_server: FakeKlingServer) -> AsyncIterator[str]:
-    """Run the example app with uvicorn on a free 127.0.0.1 port; yield its base URL."""
+async def serving(kling_server: FakeKlingServer, **options: Any) -> AsyncIterator[str]:
+    """Run the example app with uvicorn on a free 127.0.0.1 port; yield its base URL.
+
+    *options* go to ``create_app``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -60,7 +62,9 @@ async def serving(kling_server: FakeKlingServer) -> AsyncIterator[str]:
             timeout=5.0,
         )
 
-    app = load_example().create_app(public_url=base, client_factory=client_factory, token=TOKEN)
+    app = load_example().create_app(
+        public_url=base, client_factory=client_factory, token=TOKEN, **options
+    )
     config = uvicorn.Config(
         app, lifespan="on", log_level="warning", ws="none", timeout_graceful_shutdown=2
     )

@@ -17,21 +17,19 @@ files left behind.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from . import kill_support as kill
 
 API_KEY = "sk-kill9-0123456789"
 PROMPTS = 200
@@ -41,47 +39,8 @@ JOURNAL = ".kling-journal.sqlite3"
 @pytest.fixture
 def emulator_url() -> Iterator[str]:
     """An emulator process with compressed timings, 20 slots and 5% random faults."""
-    process = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-        [
-            sys.executable,
-            "-m",
-            "kling_async.testing",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-            "--queue-seconds",
-            "0.1",
-            "--processing-seconds",
-            "0.4",
-            "--max-active",
-            "20",
-            "--fault-rate",
-            "0.05",
-            # Every create is recorded, then answered 0.2 s later: the window a kill must hit.
-            "--create-answer-delay",
-            "0.2",
-            "--seed",
-            "9",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), f"emulator did not start: {url!r}"
+    with kill.emulator_process(API_KEY, *kill.FAULTY_EMULATOR, "--seed", "9") as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def _query(journal: Path, sql: str) -> int:
@@ -113,30 +72,7 @@ def _entries(journal: Path) -> list[tuple[str, str, str | None, str, str | None]
 
 
 def _emulator_tasks(url: str) -> list[dict[str, Any]]:
-    """Every task on the emulator, retrying through its random faults."""
-    # No proxy: the emulator is on 127.0.0.1 and nothing may leave this machine.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(  # noqa: S310 - the emulator's http://127.0.0.1 URL
-        f"{url}/kling/v1/videos/text2video?pageNum=1&pageSize=500",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-    )
-    last: Exception | None = None
-    for _ in range(40):
-        try:
-            with opener.open(request, timeout=10) as response:
-                payload = json.loads(response.read())
-            if isinstance(payload, dict) and isinstance(payload.get("data"), list):
-                return list(payload["data"])
-            last = ValueError(f"unexpected answer {str(payload)[:200]}")
-        except urllib.error.HTTPError as exc:
-            # An HTTPError holds the response's socket open until closed; left to the garbage
-            # collector it becomes a ResourceWarning, which this suite treats as an error.
-            exc.close()
-            last = exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"could not list the emulator's tasks: {last}")
+    return kill.emulator_tasks(url, API_KEY, attempts=40)
 
 
 def _wait_for(
@@ -237,22 +173,12 @@ def test_kill9_at_several_points_then_resume(emulator_url: str, tmp_path: Path) 
     assert {row[0] for row in entries} == {f"line-{n:04d}" for n in range(1, PROMPTS + 1)}
     assert all(row[3] == "downloaded" for row in entries), Counter(row[3] for row in entries)
 
-    tasks = _emulator_tasks(emulator_url)
-    external_ids = Counter(task["task_info"].get("external_task_id") for task in tasks)
-    assert len(tasks) == PROMPTS, f"{len(tasks)} tasks for {PROMPTS} prompts"
-    assert max(external_ids.values()) == 1, "an external_task_id was created twice"
-    by_external = {task["task_info"]["external_task_id"]: task["task_id"] for task in tasks}
+    external_ids, by_external = kill.one_task_per_prompt(_emulator_tasks(emulator_url), PROMPTS)
     for key, external_id, task_id, _status, file_path in entries:
         assert external_ids[external_id] == 1, f"{key}: {external_ids[external_id]} tasks"
         assert by_external[external_id] == task_id, f"{key}: journal and server disagree"
-        path = out / f"{key}.mp4"
-        assert file_path is not None
-        assert Path(file_path) == path.resolve()
-        data = path.read_bytes()
-        assert len(data) > 8, f"{key}: empty file"
-        assert data[4:8] == b"ftyp", f"{key}: not an MP4"
-    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{row[0]}.mp4" for row in entries)
-    assert list(out.glob("*.part")) == []
+        kill.assert_complete_mp4(out, key, file_path)
+    kill.assert_only_these_files(out, [row[0] for row in entries])
     # The window that matters most: a create the emulator recorded whose answer died with the
     # process. With ~20 creates in flight at the second kill it is hit many times per run.
     sys.stdout.write(f"\ncreates answered to a killed process and adopted later: {orphans_seen}\n")

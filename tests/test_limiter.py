@@ -77,11 +77,11 @@ async def test_bound_holds_across_idle_gaps_and_cooldowns() -> None:
         await burst_of(10)
         await clock.sleep(30)
         await burst_of(10)
-        limiter.on_rate_limited()
+        await limiter.on_rate_limited()
         await burst_of(10)
         await clock.sleep(100)
         for _ in range(30):
-            limiter.on_success()
+            await limiter.on_success()
         await burst_of(20)
 
     assert max_excess(times, limit.per_second, limit.burst) <= TOLERANCE
@@ -97,7 +97,7 @@ async def test_one_report_pauses_every_acquirer() -> None:
         await limiter.acquire()
         times.append(clock.now())
 
-    limiter.on_rate_limited(retry_after=5.0)
+    await limiter.on_rate_limited(retry_after=5.0)
     assert limiter.paused_until == 5.0
     async with clock.autojump(), anyio.create_task_group() as tg:
         for _ in range(10):
@@ -118,7 +118,7 @@ async def test_simultaneous_reports_share_one_cooldown() -> None:
         RateLimit(per_second=8, burst=4), clock=clock, cooldown=1.0, events=seen.append
     )
     for i in range(10):
-        limiter.on_rate_limited(retry_after=None if i % 2 else float(i + 1))
+        await limiter.on_rate_limited(retry_after=None if i % 2 else float(i + 1))
     assert limiter.paused_until == 9.0  # the longest, not the sum
     assert limiter.stats.cooldowns == 1
     assert limiter.stats.decreases == 1
@@ -146,7 +146,7 @@ async def test_reports_waiting_coroutines_all_wait_for_the_pause() -> None:
         await clock.advance(0)
         assert times == [0.0]
         await clock.advance(0.5)
-        limiter.on_rate_limited(retry_after=10)
+        await limiter.on_rate_limited(retry_after=10)
         await clock.advance(100)
     # Paused until 10.5. The half token left at the report carries over (no refill during the
     # pause), so the head waits one more second at the halved rate of 0.5/s, the rest 2 s each.
@@ -166,7 +166,7 @@ async def test_aimd_decrease_floor_and_slow_recovery(caplog: pytest.LogCaptureFi
     rates = []
     with caplog.at_level(logging.INFO, logger="kling_async.limiter"):
         for _ in range(4):
-            limiter.on_rate_limited()
+            await limiter.on_rate_limited()
             rates.append(limiter.current_rate)
             await clock.advance(1.0)  # let the cool-down end, so the next report counts
         assert rates == [5.0, 2.5, 2.0, 2.0]
@@ -176,14 +176,14 @@ async def test_aimd_decrease_floor_and_slow_recovery(caplog: pytest.LogCaptureFi
         assert len(warnings) == 4
         assert "lowering the rate" in warnings[0].getMessage()
 
-        limiter.on_success()
+        await limiter.on_success()
         assert limiter.current_rate == 2.5
         for _ in range(14):
-            limiter.on_success()
+            await limiter.on_success()
         assert limiter.current_rate == pytest.approx(9.5)
         assert not [r for r in caplog.records if r.levelno == logging.INFO]
-        limiter.on_success()
-        limiter.on_success()
+        await limiter.on_success()
+        await limiter.on_success()
         assert limiter.current_rate == 10.0
     infos = [r for r in caplog.records if r.levelno == logging.INFO]
     assert len(infos) == 1
@@ -194,12 +194,12 @@ async def test_successes_during_a_cooldown_do_not_recover() -> None:
     """Answers to requests sent before the 429 must not undo the decrease."""
     clock = FakeClock()
     limiter = TokenBucketLimiter(RateLimit(per_second=10), clock=clock, cooldown=5.0)
-    limiter.on_rate_limited()
+    await limiter.on_rate_limited()
     for _ in range(100):
-        limiter.on_success()
+        await limiter.on_success()
     assert limiter.current_rate == 5.0
     await clock.advance(5.0)
-    limiter.on_success()
+    await limiter.on_success()
     assert limiter.current_rate == pytest.approx(5.2)
 
 
@@ -255,7 +255,17 @@ async def test_unlimited_limiter_never_waits() -> None:
     clock = FakeClock()
     for _ in range(1000):
         await limiter.acquire()
-    limiter.on_rate_limited(30)
-    limiter.on_success()
+    await limiter.on_rate_limited(30)
+    await limiter.on_success()
     await limiter.acquire()
     assert clock.now() == 0
+
+
+async def test_reprs_show_state() -> None:
+    """The limiters' reprs show their live state (rate, tokens, pause, waiters)."""
+    limiter = TokenBucketLimiter(RateLimit(per_second=2, burst=3), clock=FakeClock())
+    assert repr(limiter) == (
+        "TokenBucketLimiter(limit=RateLimit(per_second=2, burst=3), rate=2, tokens=3, "
+        "paused_until=-inf, waiting=0)"
+    )
+    assert repr(UnlimitedLimiter()) == "UnlimitedLimiter()"

@@ -23,7 +23,7 @@ def test_duration_rejects_non_seconds(bad: object) -> None:
 
 def test_mode_must_be_std_or_pro() -> None:
     """'standard' is what the live API rejects; the client catches it first."""
-    with pytest.raises(kling.ValidationError, match="mode: must be 'std' or 'pro'"):
+    with pytest.raises(kling.ValidationError, match="mode: must be one of 'std', 'pro', '4k'"):
         kling.TextToVideo(prompt="x", mode="standard")  # type: ignore[arg-type]
 
 
@@ -73,9 +73,15 @@ def test_multi_shot_durations_must_sum() -> None:
         MultiPrompt(index=1, prompt="a", duration="2"),
         MultiPrompt(index=2, prompt="b", duration="3"),
     )
-    kling.TextToVideo(multi_shot=True, shot_type="customize", multi_prompt=shots, duration="5")
+    limits = kling.RequestLimits()
+    limits.check(
+        kling.TextToVideo(multi_shot=True, shot_type="customize", multi_prompt=shots, duration="5")
+    )
+    wrong = kling.TextToVideo(
+        multi_shot=True, shot_type="customize", multi_prompt=shots, duration="10"
+    )
     with pytest.raises(kling.ValidationError, match="add up"):
-        kling.TextToVideo(multi_shot=True, shot_type="customize", multi_prompt=shots, duration="10")
+        limits.check(wrong)
 
 
 def test_image_to_video_rules() -> None:
@@ -84,12 +90,13 @@ def test_image_to_video_rules() -> None:
         kling.ImageToVideo(prompt="x")
     with pytest.raises(kling.ValidationError, match="data:"):
         kling.ImageToVideo(image="data:image/png;base64,AAAA")
+    both = kling.ImageToVideo(
+        image="https://cdn.test/a.png",
+        image_tail="https://cdn.test/b.png",
+        camera_control=kling.CameraControl(type="down_back"),
+    )
     with pytest.raises(kling.ValidationError, match="camera_control"):
-        kling.ImageToVideo(
-            image="https://cdn.test/a.png",
-            image_tail="https://cdn.test/b.png",
-            camera_control=kling.CameraControl(type="down_back"),
-        )
+        kling.RequestLimits().check(both)
 
 
 def test_limits_are_configurable() -> None:

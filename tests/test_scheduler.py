@@ -25,7 +25,9 @@ from kling_async.models import Task, TaskStatus
 from kling_async.scheduler import PollPolicy, PollScheduler
 from kling_async.testing.clock import FakeClock
 
-NO_JITTER = PollPolicy(jitter=0)
+CLASSIC = PollPolicy(expected=None)
+"""The age-based schedule (no completion window): these tests are about the loop's mechanics."""
+NO_JITTER = PollPolicy(jitter=0, expected=None)
 
 
 def make_task(task_id: str, status: TaskStatus = TaskStatus.SUBMITTED) -> Task:
@@ -149,6 +151,7 @@ async def test_every_task_yielded_exactly_once_in_completion_order() -> None:
     scheduler = PollScheduler(
         server.fetch,
         clock=clock,
+        policy=CLASSIC,
         on_finished=lambda task: finished_calls.update([task.id]),
         events=events.append,
         rng=random.Random(1),
@@ -199,7 +202,7 @@ async def test_max_in_flight_is_respected() -> None:
     clock = FakeClock()
     server = FakeServer(clock, {f"t{i}": 20.0 for i in range(100)}, latency=1.0)
     scheduler = PollScheduler(
-        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=4, jitter=0)
+        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=4, jitter=0, expected=None)
     )
     for i in range(100):
         scheduler.add(make_task(f"t{i}"))
@@ -242,7 +245,7 @@ async def test_task_finishing_at_its_deadline_is_delivered() -> None:
     """The final check at the deadline counts: a task done by then is not reported expired."""
     clock = FakeClock()
     server = FakeServer(clock, {"just": 99.0})
-    scheduler = PollScheduler(server.fetch, clock=clock, policy=PollPolicy(jitter=0))
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=NO_JITTER)
     scheduler.add(make_task("just"), deadline=99.5)
     scheduler.close()
     results = await collect(scheduler, clock)
@@ -331,7 +334,7 @@ async def test_already_finished_task_is_yielded_at_once() -> None:
     """Adding a finished task (a resumed batch) yields it without a check."""
     clock = FakeClock()
     server = FakeServer(clock, {})
-    scheduler = PollScheduler(server.fetch, clock=clock)
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=CLASSIC)
     scheduler.add(make_task("old", TaskStatus.FAILED))
     scheduler.close()
     results = await collect(scheduler, clock)
@@ -344,7 +347,7 @@ async def test_cancelling_the_task_group_leaves_nothing_running() -> None:
     clock = FakeClock()
     server = FakeServer(clock, {f"t{i}": 40.0 for i in range(50)}, latency=3.0)
     scheduler = PollScheduler(
-        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=8, jitter=0)
+        server.fetch, clock=clock, policy=PollPolicy(max_in_flight=8, jitter=0, expected=None)
     )
     for i in range(50):
         scheduler.add(make_task(f"t{i}"))
@@ -467,7 +470,7 @@ async def test_a_list_answer_counts_for_every_tracked_task_it_shows() -> None:
         server.fetch,
         batch_fetch=list_everything,
         clock=clock,
-        policy=PollPolicy(first_delay=5, list_interval=5, max_interval=30, jitter=0),
+        policy=PollPolicy(first_delay=5, list_interval=5, max_interval=30, jitter=0, expected=None),
     )
     async with clock.autojump(), anyio.create_task_group() as tg:
         tg.start_soon(scheduler.run)
@@ -502,7 +505,7 @@ async def test_a_stale_list_answer_does_not_cancel_a_hint() -> None:
         server.fetch,
         batch_fetch=slow_list,
         clock=clock,
-        policy=PollPolicy(jitter=0, callback_interval=120, max_in_flight=1),
+        policy=PollPolicy(jitter=0, callback_interval=120, max_in_flight=1, expected=None),
     )
     async with clock.autojump(), anyio.create_task_group() as tg:
         tg.start_soon(scheduler.run)
@@ -629,7 +632,7 @@ async def test_on_finished_errors_do_not_break_the_loop() -> None:
     def broken(task: Task) -> None:
         raise RuntimeError("oops")
 
-    scheduler = PollScheduler(server.fetch, clock=clock, on_finished=broken)
+    scheduler = PollScheduler(server.fetch, clock=clock, policy=CLASSIC, on_finished=broken)
     scheduler.add(make_task("a"))
     scheduler.add(make_task("b"))
     scheduler.close()

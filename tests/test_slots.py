@@ -9,7 +9,7 @@ import pytest
 
 from kling_async.errors import ConfigurationError
 from kling_async.events import ConcurrencyLimited, Event
-from kling_async.slots import SlotPool, TaskSlots
+from kling_async.slots import SlotLease, SlotPool, TaskSlots
 from kling_async.testing.clock import FakeClock
 
 
@@ -35,7 +35,7 @@ async def test_fifty_acquirers_never_exceed_the_limit() -> None:
 
     async def job(duration: float) -> None:
         nonlocal active, peak, done
-        await pool.acquire()
+        lease = await pool.acquire()
         try:
             active += 1
             peak = max(peak, active)
@@ -43,7 +43,7 @@ async def test_fifty_acquirers_never_exceed_the_limit() -> None:
             await clock.sleep(duration)
         finally:
             active -= 1
-            pool.release()
+            await pool.release(lease)
         done += 1
 
     async with clock.autojump(), anyio.create_task_group() as tg:
@@ -62,10 +62,10 @@ async def test_fifo_order() -> None:
     order: list[int] = []
 
     async def job(i: int) -> None:
-        await pool.acquire()
+        lease = await pool.acquire()
         order.append(i)
         await clock.sleep(1)
-        pool.release()
+        await pool.release(lease)
 
     async with anyio.create_task_group() as tg:
         for i in range(10):
@@ -78,13 +78,13 @@ async def test_fifo_order() -> None:
 async def test_unlimited_still_counts() -> None:
     """With no limit nobody waits, but in_use is tracked."""
     pool = SlotPool(None)
-    for _ in range(100):
-        await pool.acquire()
+    held = [await pool.acquire() for _ in range(100)]
     assert pool.in_use == 100
-    pool.release()
+    await pool.release(held[0])
     assert pool.in_use == 99
-    with pytest.raises(RuntimeError):
-        SlotPool(None).release()
+    await pool.release(held[0])  # a lease is released once; again does nothing
+    assert pool.in_use == 99
+    assert repr(held[0]) == f"SlotLease({held[0].id!r}, released)"
 
 
 async def test_1303_shrinks_then_recovers_after_quiet_period() -> None:
@@ -92,12 +92,11 @@ async def test_1303_shrinks_then_recovers_after_quiet_period() -> None:
     clock = FakeClock()
     seen: list[Event] = []
     pool = SlotPool(6, clock=clock, events=seen.append, recovery_seconds=30)
-    for _ in range(5):
-        await pool.acquire()
+    held = [await pool.acquire() for _ in range(5)]
     # The sixth create got 1303: it reports, then releases its slot.
-    await pool.acquire()
-    pool.on_concurrency_limited()
-    pool.release()
+    held.append(await pool.acquire())
+    await pool.on_concurrency_limited()
+    await pool.release(held.pop())
     assert pool.limit == 5
     assert seen == [ConcurrencyLimited(limit=5)]
 
@@ -105,26 +104,26 @@ async def test_1303_shrinks_then_recovers_after_quiet_period() -> None:
     retried = anyio.Event()
 
     async def retry() -> None:
-        await pool.acquire()
+        held.append(await pool.acquire())
         retried.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(retry)
         await clock.advance(0)
         assert pool.waiting == 1
-        pool.release()  # t=0: within the quiet period, the limit stays at 5
+        await pool.release(held.pop(0))  # t=0: within the quiet period, the limit stays at 5
         await clock.advance(0)
         assert retried.is_set()
     assert pool.limit == 5
     assert pool.in_use == 5
 
     await clock.advance(10)
-    pool.release()
+    await pool.release(held.pop(0))
     assert pool.limit == 5  # 10 s is not quiet enough
     await clock.advance(25)
-    pool.release()
+    await pool.release(held.pop(0))
     assert pool.limit == 6  # one step per release...
-    pool.release()
+    await pool.release(held.pop(0))
     assert pool.limit == 6  # ...never above max_active
     assert pool.in_use == 2
 
@@ -133,15 +132,16 @@ async def test_1303_shrink_never_below_one_and_blocks_new_acquirers() -> None:
     """With nothing running the limit is 1; the usable limit is never exceeded."""
     clock = FakeClock()
     pool = SlotPool(4, clock=clock, recovery_seconds=5)
-    await pool.acquire()
-    pool.on_concurrency_limited()
-    pool.release()
+    held: list[SlotLease] = []
+    held.append(await pool.acquire())
+    await pool.on_concurrency_limited()
+    await pool.release(held.pop())
     assert pool.limit == 1
     got = 0
 
     async def one() -> None:
         nonlocal got
-        await pool.acquire()
+        held.append(await pool.acquire())
         got += 1
 
     async with anyio.create_task_group() as tg:
@@ -151,7 +151,7 @@ async def test_1303_shrink_never_below_one_and_blocks_new_acquirers() -> None:
         assert got == 1
         assert pool.in_use == 1
         await clock.advance(10)
-        pool.release()  # quiet for 11 s: limit 2, and the freed slot goes on
+        await pool.release(held.pop(0))  # quiet for 11 s: limit 2, and the freed slot goes on
         await clock.advance(0)
         assert pool.limit == 2
         assert got == 3
@@ -162,13 +162,12 @@ async def test_unlimited_pool_shrinks_and_lifts() -> None:
     """Even without a configured limit a 1303 imposes one; it is lifted once nobody waits."""
     clock = FakeClock()
     pool = SlotPool(None, clock=clock, recovery_seconds=1)
-    for _ in range(4):
-        await pool.acquire()
-    pool.on_concurrency_limited()  # the fourth create got 1303
-    pool.release()
+    held = [await pool.acquire() for _ in range(4)]
+    await pool.on_concurrency_limited()  # the fourth create got 1303
+    await pool.release(held.pop())
     assert pool.limit == 3
     await clock.advance(2)
-    pool.release()
+    await pool.release(held.pop(0))
     assert pool.limit is None
 
 
@@ -176,39 +175,38 @@ async def test_adopt_counts_running_tasks_without_waiting() -> None:
     """Adopted tasks occupy slots: new acquirers wait until enough of them are released."""
     clock = FakeClock()
     pool = SlotPool(2, clock=clock)
-    pool.adopt(3)
+    held = [await pool.adopt() for _ in range(3)]
     assert pool.in_use == 3
     got = anyio.Event()
 
     async def one() -> None:
-        await pool.acquire()
+        held.append(await pool.acquire())
         got.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(one)
         await clock.advance(0)
-        pool.release()
+        await pool.release(held.pop(0))
         await clock.advance(0)
         assert not got.is_set()  # 2 in use, limit 2
-        pool.release()
+        await pool.release(held.pop(0))
         await clock.advance(0)
         assert got.is_set()
     assert pool.in_use == 2
-    with pytest.raises(ValueError):
-        pool.adopt(-1)
 
 
 async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
     """Cancelling a queued acquirer removes it; a slot handed over at the same time is not lost."""
     clock = FakeClock()
     pool = SlotPool(1, clock=clock)
-    await pool.acquire()
+    held: list[SlotLease] = []
+    held.append(await pool.acquire())
     got: list[str] = []
     scopes = {name: anyio.CancelScope() for name in "abc"}
 
     async def one(name: str) -> None:
         with scopes[name]:
-            await pool.acquire()
+            held.append(await pool.acquire())
             got.append(name)
 
     async with anyio.create_task_group() as tg:
@@ -221,7 +219,7 @@ async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
         assert pool.waiting == 2
         # Hand the slot to "b" and cancel "b" in the same breath. Whether "b" keeps it or passes
         # it to "c" is up to the backend; either way exactly one of them holds it.
-        pool.release()
+        await pool.release(held.pop(0))
         scopes["b"].cancel()
         await clock.advance(0)
         assert len(got) == 1
@@ -235,13 +233,12 @@ async def test_a_refused_slot_does_not_cascade_to_the_waiters() -> None:
     """The slot of a create refused with 1303 goes to nobody: the waiters would be refused too."""
     clock = FakeClock()
     pool = SlotPool(4, clock=clock, recovery_seconds=30)
-    for _ in range(4):
-        await pool.acquire()
+    held = [await pool.acquire() for _ in range(4)]
     got = 0
 
     async def waiter() -> None:
         nonlocal got
-        await pool.acquire()
+        held.append(await pool.acquire())
         got += 1
 
     async with anyio.create_task_group() as tg:
@@ -249,11 +246,32 @@ async def test_a_refused_slot_does_not_cascade_to_the_waiters() -> None:
             tg.start_soon(waiter)
         await clock.advance(0)
         assert pool.waiting == 2
-        pool.on_concurrency_limited()  # the fourth create was refused: 3 tasks run
-        pool.release()
+        await pool.on_concurrency_limited()  # the fourth create was refused: 3 tasks run
+        await pool.release(held.pop(0))
         await clock.advance(0)
         assert (pool.limit, pool.in_use, pool.waiting, got) == (3, 3, 2, 0)
-        pool.release()  # a task finished: one waiter may go
+        await pool.release(held.pop(0))  # a task finished: one waiter may go
         await clock.advance(0)
         assert (pool.in_use, pool.waiting, got) == (3, 1, 1)
         tg.cancel_scope.cancel()
+
+
+async def test_hold_gives_the_slot_back_unless_kept() -> None:
+    """``async with pool.hold()`` releases at the end of the block, also when it is cancelled."""
+    pool = SlotPool(1)
+    async with pool.hold() as lease:
+        assert pool.in_use == 1
+        assert repr(lease) == f"SlotLease({lease.id!r}, held)"
+    assert (pool.in_use, lease.released) == (0, True)
+    with anyio.CancelScope() as scope:
+        async with pool.hold():
+            scope.cancel()
+            await anyio.sleep(1)
+    assert pool.in_use == 0
+    async with pool.hold() as kept:
+        kept.keep()
+    assert pool.in_use == 1
+    assert repr(kept).endswith("kept)")
+    assert repr(pool) == "SlotPool(in_use=1, limit=1, max_active=1, waiting=0)"
+    await pool.release(kept)
+    assert pool.in_use == 0

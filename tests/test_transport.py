@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import anyio
 import pytest
 from aioresponses import aioresponses
 
@@ -30,6 +31,10 @@ class RecordingClock:
         self.sleeps.append(seconds)
         self.value += seconds
         await asyncio.sleep(0)
+
+    def deadline(self, seconds: float | None) -> anyio.CancelScope:
+        # Deadlines here are never reached: only the retry waits matter to these tests.
+        return anyio.CancelScope()
 
 
 @pytest.fixture

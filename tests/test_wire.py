@@ -80,7 +80,10 @@ def test_gateway_wrapped_task() -> None:
         "data": LEGACY,
     }
     task = parse_task(wrapped, TEXT_TO_VIDEO)
-    assert task.id == LEGACY["task_id"]
+    # The gateway's id is the one it answers queries for; the upstream's is kept beside it.
+    assert task.id == "task_abc"
+    assert task.upstream_id == LEGACY["task_id"]
+    assert task.progress == 100
     assert task.succeeded
     assert task.videos[0].url == "https://cdn.test/v1.mp4"
 

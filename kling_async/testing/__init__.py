@@ -1,4 +1,4 @@
-"""Test support: :class:`FakeKlingServer`, a local emulator of the Kling video API.
+"""Test support: [`FakeKlingServer`][kling_async.testing.server.FakeKlingServer], a local emulator of the Kling video API.
 
 The emulator is an independent implementation of the wire format (it imports nothing from the
 client), so tests that run the client against it check both sides.

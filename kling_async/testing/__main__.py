@@ -1,7 +1,9 @@
 """Run the emulator from a shell: ``python -m kling_async.testing --port 8765``.
 
 The first line of stdout is the API base URL (flushed at once) so that a parent process can read
-it; the second is the CDN base URL. Runs until interrupted (Ctrl-C or SIGTERM).
+it; the second is the CDN base URL; then, for a person, the key it accepts and a command line to
+paste into another terminal. Runs until interrupted (Ctrl-C or SIGTERM). A port that is taken
+is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from ._config import Faults, Timeline
 from ._http import LOCAL_HOSTS
 from .server import FakeKlingServer
 
-__all__ = ["main", "parse_args", "serve"]
+__all__ = ["DEFAULT_API_KEY", "main", "parse_args", "serve"]
+
+DEFAULT_API_KEY = "test-key"
+"""The key the emulator accepts unless told another with ``--api-key``."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -29,7 +34,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", choices=sorted(LOCAL_HOSTS))
     parser.add_argument("--port", type=int, default=8765, help="API port (0: any free port)")
     parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (0: any free port)")
-    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--access-key", default=None, help="accept JWTs issued for this key")
     parser.add_argument("--secret-key", default=None, help="HS256 secret for --access-key")
     parser.add_argument("--queue-seconds", type=float, default=2.0)
@@ -47,6 +52,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gateway-errors", action="store_true", help="CometAPI auth errors")
     parser.add_argument("--wrap-queries", action="store_true", help="gateway-wrapped queries")
+    parser.add_argument(
+        "--dialect",
+        choices=("kling", "new-api"),
+        default="kling",
+        help="answer as Kling does, or as the new-api gateway's Kling relay",
+    )
+    parser.add_argument(
+        "--gateway-poll-interval",
+        type=float,
+        default=1.0,
+        help="new-api dialect: seconds between the gateway's polls of its upstream",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -74,6 +91,8 @@ async def serve(args: argparse.Namespace) -> None:
         gateway_errors=args.gateway_errors,
         wrap_queries=args.wrap_queries,
         seed=args.seed,
+        dialect=args.dialect,
+        gateway_poll_interval=args.gateway_poll_interval,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,15 +103,43 @@ async def serve(args: argparse.Namespace) -> None:
     async with server:
         sys.stdout.write(f"{server.url}\n{server.cdn_url}\n")
         sys.stdout.flush()
+        sys.stdout.write(usage_lines(server.url, args.api_key))
+        sys.stdout.flush()
         await stop.wait()
+
+
+def usage_lines(url: str, api_key: str) -> str:
+    """What a person needs to use the emulator from another terminal.
+
+    Only the default key is shown: a key the user chose may be a real one they reuse, and
+    secrets are never printed.
+    """
+    key = api_key if api_key == DEFAULT_API_KEY else "KEY"
+    told = f"api key: {key}" if key == api_key else "api key: the --api-key you gave"
+    return (
+        f"{told}\n"
+        "in another terminal:\n"
+        f"  kling-async --provider emulator --base-url {url} --api-key {key} "
+        'generate "a red fox in the snow" -o out/\n'
+        "Ctrl-C stops the emulator.\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args))
+    except OSError as exc:
+        # Typically the port is taken (a second emulator): one line, not a traceback.
+        reason = exc.strerror or str(exc)
+        sys.stderr.write(
+            f"error: cannot listen on {args.host}:{args.port}: {reason} "
+            "(another emulator running? --port 0 picks a free port)\n"
+        )
+        return 1
     return 0
 
 

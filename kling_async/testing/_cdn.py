@@ -17,9 +17,24 @@ from ._tasks import FakeTask
 
 __all__ = ["CdnSite"]
 
+_CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".png": "image/png",
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+}
+_MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".mp3": b"ID3", ".wav": b"RIFF"}
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    for suffix in _CONTENT_TYPES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix), suffix
+    return name, None
+
 
 class CdnSite:
-    """Mixin of :class:`~kling_async.testing.FakeKlingServer` holding the CDN handlers.
+    """Mixin of [`FakeKlingServer`][kling_async.testing.server.FakeKlingServer] holding the CDN handlers.
 
     It only declares the server state it needs; the server owns and initialises it.
     """
@@ -99,16 +114,25 @@ class CdnSite:
         if fault is not None and fault.kind == "drop_before_create":
             return None
         name = request.match_info["name"]
-        stem = name.removesuffix(".mp4")
+        stem, suffix = _split_name(name)
         watermark = stem.endswith("-wm")
-        task = self._videos.get(stem.removesuffix("-wm"))
-        if name == stem or task is None or task.status_at(self.clock()) != "succeed":
+        stem = stem.removesuffix("-wm")
+        if suffix == ".png":
+            stem, _, index = stem.rpartition("-")
+            if not index.isdigit():
+                stem = ""
+        task = self._videos.get(stem)
+        if suffix is None or task is None or task.status_at(self.clock()) != "succeed":
             return web.Response(status=404, text="Not Found")
         if request.query.get("v", "1") != str(task.url_version):
             return web.Response(status=self.expired_url_status, text="URL expired")
         data = self._video_data(task, watermark)
+        if suffix != ".mp4":
+            # Images and audio are the video's bytes behind their format's magic number, made
+            # distinct per file: enough for a downloader to check size and tell files apart.
+            data = _MAGIC[suffix] + data + name.encode()
         status, start, end = 200, 0, len(data) - 1
-        headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
+        headers = {"Accept-Ranges": "bytes", "Content-Type": _CONTENT_TYPES[suffix]}
         range_header = request.headers.get("Range")
         if range_header is not None:
             parsed = parse_range(range_header, len(data))

@@ -1,4 +1,4 @@
-"""Configuration records for :class:`~kling_async.testing.FakeKlingServer`."""
+"""Configuration records for [`FakeKlingServer`][kling_async.testing.server.FakeKlingServer]."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ FaultKind = Literal[
     "malformed_types",
     "cut_download",
 ]
-"""Names of injectable faults (see :class:`Faults` and :class:`FaultInjector`)."""
+"""Names of injectable faults (see [`Faults`][kling_async.testing.Faults] and [`FaultInjector`][kling_async.testing.FaultInjector])."""
 
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
@@ -69,23 +69,24 @@ class Timeline:
     jitter: float = attrs.field(default=0.0, validator=_unit_interval)
     """Both phases are scaled by a seeded factor in ``[1 - jitter, 1 + jitter]``."""
     fail_rate: float = attrs.field(default=0.0, validator=_unit_interval)
-    """Probability that a task ends ``failed`` (drawn from ``random.Random(seed)``)."""
+    """The share of tasks that end ``failed``: in any run of *n* tasks, ``n * fail_rate`` of them
+    give or take one, at seeded random places."""
     seed: int = 0
     """Seed for jitter and random failures."""
     fail_marker: str = "FAIL"
-    """A prompt containing this text always fails with :attr:`fail_message`."""
+    """A prompt containing this text always fails with [`fail_message`][kling_async.testing.Timeline.fail_message]."""
     fail_message: str = "content risk control"
-    """``task_status_msg`` for marker failures and for :meth:`FakeKlingServer.set_status`."""
+    """``task_status_msg`` for marker failures and for [`FakeKlingServer.set_status`][kling_async.testing.server.FakeKlingServer.set_status]."""
     random_fail_message: str = "generation failed, please try again"
-    """``task_status_msg`` for failures drawn by :attr:`fail_rate`."""
+    """``task_status_msg`` for failures drawn by [`fail_rate`][kling_async.testing.Timeline.fail_rate]."""
 
 
 @attrs.frozen
 class Faults:
     """Random fault injection; the one-shot queues live on ``server.faults``.
 
-    Each request on one of :attr:`routes` suffers, with probability :attr:`rate`, one fault drawn
-    uniformly from those of :attr:`kinds` that apply to it.
+    Each request on one of [`routes`][kling_async.testing.Faults.routes] suffers, with probability [`rate`][kling_async.testing.Faults.rate], one fault drawn
+    uniformly from those of [`kinds`][kling_async.testing.Faults.kinds] that apply to it.
     """
 
     rate: float = attrs.field(default=0.0, validator=_unit_interval)
@@ -124,8 +125,8 @@ class Validation:
     """Maximum negative prompt length (CometAPI documents 200)."""
     durations: tuple[str, ...] = ("5", "10")
     """Accepted ``duration`` strings; JSON numbers are always rejected."""
-    modes: tuple[str, ...] = ("std", "pro")
-    """Accepted ``mode`` values."""
+    modes: tuple[str, ...] = ("std", "pro", "4k")
+    """Accepted ``mode`` values (``4k``: kling-v3, per one source)."""
     aspect_ratios: tuple[str, ...] = ("16:9", "9:16", "1:1")
     """Accepted text2video ``aspect_ratio`` values."""
     extra_aspect_ratios: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ import attrs
 
 from ._config import API_FAULTS, DOWNLOAD_FAULTS, FaultKind, Faults, RouteKind
 
-__all__ = ["Fault", "FaultInjector"]
+__all__ = ["Fault", "FaultInjector", "FailureDraw"]
 
 _Queue = Literal["create", "query", "list", "video", "request"]
 
@@ -22,16 +22,16 @@ class Fault:
     kind: FaultKind
     """What goes wrong."""
     seconds: float | None = None
-    """Delay for ``"slow"`` (``None``: :attr:`Faults.slow_seconds`)."""
+    """Delay for ``"slow"`` (``None``: [`Faults.slow_seconds`][kling_async.testing.Faults.slow_seconds])."""
 
 
 class FaultInjector:
     """Decides which fault, if any, each request suffers.
 
     One-shot faults are consumed in order: first the queue of the request's route
-    (:meth:`next_create`, :meth:`next_query`, :meth:`next_list`, :meth:`next_download`), then the
-    queue shared by all API routes (:meth:`next_request`), then a random draw per
-    :class:`Faults`.
+    ([`next_create`][kling_async.testing.FaultInjector.next_create], [`next_query`][kling_async.testing.FaultInjector.next_query], [`next_list`][kling_async.testing.FaultInjector.next_list], [`next_download`][kling_async.testing.FaultInjector.next_download]), then the
+    queue shared by all API routes ([`next_request`][kling_async.testing.FaultInjector.next_request]), then a random draw per
+    [`Faults`][kling_async.testing.Faults].
     """
 
     def __init__(self, config: Faults | None = None) -> None:
@@ -108,3 +108,31 @@ class FaultInjector:
         if not kinds:
             return None
         return Fault(self._rng.choice(kinds))
+
+
+class FailureDraw:
+    """Decides which tasks fail at random, so that the rate holds from the first task on.
+
+    Independent draws can stray far from the rate over a short run (at 10 %, one run of 30 tasks
+    in 25 has no failure at all). Instead, each task adds *rate* to a credit, and a task fails
+    when the credit reaches a threshold drawn at random in ``[0, 1)``; a failure spends one unit
+    and draws the next threshold. So any run of *n* tasks has ``n * rate`` failures give or take
+    one, yet which tasks fail is still random (and repeatable for a seed).
+    """
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self._rate = rate
+        self._rng = random.Random(seed)
+        self._credit = 0.0
+        self._threshold = self._rng.random()
+
+    def __call__(self) -> bool:
+        """Whether the next task fails."""
+        if self._rate <= 0:
+            return False
+        self._credit += self._rate
+        if self._credit < self._threshold:
+            return False
+        self._credit -= 1.0
+        self._threshold = self._rng.random()
+        return True

@@ -18,7 +18,7 @@ __all__ = ["JwtRejectedError", "encode_jwt", "verify_jwt"]
 
 
 class JwtRejectedError(Exception):
-    """A token was refused; :attr:`code` is the Kling error code to answer with."""
+    """A token was refused; [`code`][kling_async.testing.JwtRejectedError.code] is the Kling error code to answer with."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -71,7 +71,7 @@ def verify_jwt(
 ) -> dict[str, Any]:
     """Check *token* against ``secrets`` (access key → secret key) at wall time *now*.
 
-    Return the payload, or raise :class:`JwtRejectedError` with code 1002 (malformed, unknown issuer,
+    Return the payload, or raise [`JwtRejectedError`][kling_async.testing.JwtRejectedError] with code 1002 (malformed, unknown issuer,
     bad signature), 1003 (``nbf`` in the future) or 1004 (``exp`` passed).
     """
     parts = token.split(".")

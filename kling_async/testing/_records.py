@@ -56,7 +56,7 @@ class CallbackRecord:
 
 @attrs.define
 class ServerStats:
-    """Counters; every field is a :class:`collections.Counter`."""
+    """Counters; every field is a ``collections.Counter``."""
 
     routes: Counter[RouteKind] = attrs.Factory(Counter)
     """Requests by route kind (``create``, ``query``, ``list``, ``video``, ``other``)."""

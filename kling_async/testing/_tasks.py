@@ -52,7 +52,7 @@ class FakeTask:
     processing_at: float = math.inf
     """Server clock when it becomes ``processing``."""
     finished_at: float = math.inf
-    """Server clock when it reaches :attr:`outcome`."""
+    """Server clock when it reaches [`outcome`][kling_async.testing.FakeTask.outcome]."""
     outcome: Status = "succeed"
     """Terminal status the timeline leads to."""
     outcome_message: str = ""
@@ -62,7 +62,7 @@ class FakeTask:
     forced_status: Status | None = None
     """Set by ``set_status``; overrides the timeline."""
     forced_message: str | None = None
-    """``task_status_msg`` with :attr:`forced_status`."""
+    """``task_status_msg`` with [`forced_status`][kling_async.testing.FakeTask.forced_status]."""
     forced_at: float = 0.0
     """Server clock of the last ``set_status``."""
     last_notified: Status | None = None
@@ -128,20 +128,50 @@ class FakeTask:
         return f"{base}.mp4{token}", f"{base}-wm.mp4{token}"
 
 
+def _image_count(task: FakeTask) -> int:
+    count = task.body.get("n", 1)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
+
+
+def result_entries(task: FakeTask, cdn_url: str) -> list[dict[str, Any]]:
+    """A succeeded task's results, shaped as its kind's ``task_result`` lists them (§1.6)."""
+    token = "" if task.url_version == 1 else f"?v={task.url_version}"
+    base = f"{cdn_url}/videos/{task.video_id}"
+    if task.kind.results == "images":
+        return [
+            {
+                "index": index,
+                "url": f"{base}-{index}.png{token}",
+                "watermark_url": f"{base}-{index}-wm.png{token}",
+            }
+            for index in range(_image_count(task))
+        ]
+    if task.kind.results == "audios":
+        seconds = task.body.get("duration", 5)
+        return [
+            {
+                "id": task.video_id,
+                "url_mp3": f"{base}.mp3{token}",
+                "url_wav": f"{base}.wav{token}",
+                "duration_mp3": str(seconds),
+                "duration_wav": str(seconds),
+            }
+        ]
+    url, watermark_url = task.video_urls(cdn_url)
+    return [
+        {
+            "id": task.video_id,
+            "url": url,
+            "watermark_url": watermark_url,
+            "duration": task.video_duration(),
+        }
+    ]
+
+
 def render_task(task: FakeTask, now: float, cdn_url: str, stamp: Stamp) -> dict[str, Any]:
     """The legacy task object of kling-api.md §1.6 (also the legacy callback body, §5.2)."""
     status = task.status_at(now)
-    videos: list[dict[str, Any]] = []
-    if status == "succeed":
-        url, watermark_url = task.video_urls(cdn_url)
-        videos.append(
-            {
-                "id": task.video_id,
-                "url": url,
-                "watermark_url": watermark_url,
-                "duration": task.video_duration(),
-            }
-        )
+    results = result_entries(task, cdn_url) if status == "succeed" else []
     info: dict[str, Any] = {}
     if task.external_task_id is not None:
         info["external_task_id"] = task.external_task_id
@@ -151,7 +181,7 @@ def render_task(task: FakeTask, now: float, cdn_url: str, stamp: Stamp) -> dict[
         "task_status": status,
         "task_status_msg": task.message_at(now),
         "task_info": info,
-        "task_result": {"videos": videos},
+        "task_result": {task.kind.results: results},
         "watermark_info": {
             "enabled": bool(isinstance(watermark, dict) and watermark.get("enabled"))
         },
@@ -174,16 +204,8 @@ def render_new_style(task: FakeTask, now: float, cdn_url: str, stamp: Stamp) -> 
     status = task.status_at(now)
     outputs: list[dict[str, Any]] = []
     if status == "succeed":
-        url, watermark_url = task.video_urls(cdn_url)
-        outputs.append(
-            {
-                "type": "video",
-                "id": task.video_id,
-                "url": url,
-                "watermark_url": watermark_url,
-                "duration": task.video_duration(),
-            }
-        )
+        output_type = task.kind.results.removesuffix("s")
+        outputs = [{"type": output_type, **entry} for entry in result_entries(task, cdn_url)]
     return {
         "id": task.task_id,
         "status": _NEW_STATUS[status],

@@ -1,8 +1,8 @@
 """A virtual clock for tests: sleeping costs no wall time.
 
-:class:`FakeClock` implements :class:`kling_async.clock.Clock`. Code under test sleeps on it as
-usual; the test moves time forward, either by hand with :meth:`FakeClock.advance` or
-automatically with :meth:`FakeClock.autojump`, which jumps to the next sleeper's wake-up time
+[`FakeClock`][kling_async.testing.clock.FakeClock] implements [`kling_async.clock.Clock`][kling_async.clock.Clock]. Code under test sleeps on it as
+usual; the test moves time forward, either by hand with [`FakeClock.advance`][kling_async.testing.clock.FakeClock.advance] or
+automatically with [`FakeClock.autojump`][kling_async.testing.clock.FakeClock.autojump], which jumps to the next sleeper's wake-up time
 whenever every task is blocked. A scenario spanning hours of virtual time then runs in
 milliseconds, and the same way every time.
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import anyio
@@ -32,19 +34,21 @@ __all__ = ["FakeClock"]
 
 
 class _Sleeper:
-    __slots__ = ("done", "event", "wake_at")
+    __slots__ = ("done", "event", "scope", "wake_at")
 
-    def __init__(self, wake_at: float) -> None:
+    def __init__(self, wake_at: float, scope: anyio.CancelScope | None = None) -> None:
         self.wake_at = wake_at
         self.event = anyio.Event()
+        # A deadline is a sleeper whose wake-up cancels a scope instead of setting an event.
+        self.scope = scope
         # Set when the sleeper was woken or gave up (cancelled): its heap entry is then stale.
         self.done = False
 
 
 class FakeClock:
-    """A :class:`~kling_async.clock.Clock` whose time moves only when the test says so.
+    """A [`Clock`][kling_async.clock.Clock] whose time moves only when the test says so.
 
-    Time starts at *start* and never goes backwards. :meth:`sleep` parks the caller until virtual
+    Time starts at *start* and never goes backwards. [`sleep`][kling_async.testing.clock.FakeClock.sleep] parks the caller until virtual
     time reaches its wake-up time; sleepers due at the same time wake in the order they started
     sleeping.
     """
@@ -66,8 +70,8 @@ class FakeClock:
 
     @property
     def sleepers(self) -> int:
-        """How many tasks are parked in :meth:`sleep` right now."""
-        return sum(1 for _, _, sleeper in self._heap if not sleeper.done)
+        """How many tasks are parked in [`sleep`][kling_async.testing.clock.FakeClock.sleep] right now."""
+        return sum(1 for _, _, s in self._heap if not s.done and s.scope is None)
 
     async def sleep(self, seconds: float) -> None:
         """Park the caller until virtual time reaches ``now() + seconds``.
@@ -90,6 +94,44 @@ class FakeClock:
             # On cancellation the entry stays in the heap but is skipped, so autojump never jumps
             # to the wake-up time of somebody who is no longer waiting.
             sleeper.done = True
+
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[anyio.CancelScope]:
+        """A scope cancelled once virtual time reaches ``now() + seconds`` (``None``: never).
+
+        The deadline counts as a sleeper, so [`autojump`][kling_async.testing.clock.FakeClock.autojump]
+        jumps to it when everything else is blocked.
+
+        Args:
+            seconds: how long the block may run, in virtual seconds.
+
+        Examples:
+            >>> import anyio
+            >>> async def main() -> tuple[bool, float]:
+            ...     clock = FakeClock()
+            ...     async with clock.autojump():
+            ...         with clock.deadline(5) as scope:
+            ...             await clock.sleep(60)
+            ...     return scope.cancelled_caught, clock.now()
+            >>> anyio.run(main)
+            (True, 5.0)
+        """
+        with anyio.CancelScope() as scope:
+            if seconds is None:
+                yield scope
+                return
+            sleeper = _Sleeper(self._now + max(0.0, seconds), scope)
+            if seconds <= 0:
+                scope.cancel()
+                sleeper.done = True
+            else:
+                heapq.heappush(self._heap, (sleeper.wake_at, next(self._seq), sleeper))
+                if self._new_sleeper is not None:
+                    self._new_sleeper.set()
+            try:
+                yield scope
+            finally:
+                sleeper.done = True
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by *seconds*, waking sleepers in order.
@@ -131,7 +173,7 @@ class FakeClock:
         return _Autojump(self)
 
     async def run_autojump(self) -> None:
-        """Keep time moving forever (the body of :meth:`autojump`).
+        """Keep time moving forever (the body of [`autojump`][kling_async.testing.clock.FakeClock.autojump]).
 
         Start it in your own task group and cancel the group when done, if the context manager
         does not fit.
@@ -151,9 +193,9 @@ class FakeClock:
         """Return once every other task is blocked (waiting on something) at the same moment.
 
         On asyncio this checks each task's pending future and yields with zero-length
-        checkpoints in between. :func:`anyio.wait_all_tasks_blocked` does the same but sleeps
+        checkpoints in between. ``anyio.wait_all_tasks_blocked`` does the same but sleeps
         0.1 s of wall time whenever some task is still runnable, which would make long
-        scenarios slow. On other backends it defers to :func:`anyio.wait_all_tasks_blocked`.
+        scenarios slow. On other backends it defers to ``anyio.wait_all_tasks_blocked``.
         """
         try:
             asyncio.get_running_loop()
@@ -181,7 +223,10 @@ class FakeClock:
             _, _, sleeper = heapq.heappop(self._heap)
             if not sleeper.done:
                 sleeper.done = True
-                sleeper.event.set()
+                if sleeper.scope is not None:
+                    sleeper.scope.cancel()
+                else:
+                    sleeper.event.set()
 
 
 def _is_blocked(task: asyncio.Task[object]) -> bool:
@@ -190,7 +235,7 @@ def _is_blocked(task: asyncio.Task[object]) -> bool:
 
 
 class _Autojump:
-    """The context manager returned by :meth:`FakeClock.autojump`. Strictly private."""
+    """The context manager returned by [`FakeClock.autojump`][kling_async.testing.clock.FakeClock.autojump]. Strictly private."""
 
     __slots__ = ("_clock", "_group")
 

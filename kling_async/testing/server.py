@@ -3,39 +3,38 @@
 It answers like Kling served directly (``/v1/...``) and through CometAPI (``/kling/v1/...``),
 and is written independently of the client's wire code so that it can check the client.
 Task state is a pure function of an injectable clock, so no timers drive the lifecycle; the one
-background task only delivers callbacks.
+background task only delivers callbacks. The API pipeline (``ApiSite``) and the CDN
+(``CdnSite``) are mixins in private modules beside this one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import math
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import MappingProxyType, TracebackType
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Literal
 
 from aiohttp import web
 
+from kling_async._closing import AsyncScoped
+
+from ._api import ApiSite, Handler
 from ._callbacks import CallbackSender
 from ._cdn import CdnSite
 from ._config import Faults, RouteKind, Timeline, Validation
-from ._faults import FaultInjector
+from ._faults import FailureDraw, FaultInjector
 from ._http import (
-    FAULT_ERRORS,
     LOCAL_HOSTS,
-    JsonReply,
     TokenBucket,
-    drop_connection,
 )
-from ._jwt import JwtRejectedError, verify_jwt
 from ._kinds import DEFAULT_KINDS, InvalidParameterError, KindSpec
+from ._newapi import NewApiRelay
 from ._records import CallbackRecord, RequestRecord, ServerStats
 from ._tasks import (
     ACTIVE_STATUSES,
@@ -43,7 +42,6 @@ from ._tasks import (
     Status,
     render_new_style,
     render_task,
-    render_wrapped,
 )
 
 __all__ = ["FakeKlingServer"]
@@ -52,14 +50,12 @@ logger = logging.getLogger(__name__)
 
 _STATUSES: frozenset[str] = frozenset({"submitted", "processing", "succeed", "failed"})
 
-_Handler = Callable[[web.Request, KindSpec], Awaitable[web.StreamResponse]]
 
-
-class FakeKlingServer(CdnSite):
+class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
     """A real ``aiohttp.web`` server on 127.0.0.1 that behaves like the Kling API.
 
-    Use it as an async context manager (or call :meth:`start` / :meth:`stop`). It listens on two
-    ports: :attr:`url` serves the API under both ``/kling/v1`` and ``/v1``, :attr:`cdn_url` serves
+    Use it as an async context manager (or call [`start`][kling_async.testing.server.FakeKlingServer.start] / [`stop`][kling_async.testing.server.FakeKlingServer.stop]). It listens on two
+    ports: [`url`][kling_async.testing.server.FakeKlingServer.url] serves the API under both ``/kling/v1`` and ``/v1``, [`cdn_url`][kling_async.testing.server.FakeKlingServer.cdn_url] serves
     the generated videos, so tests can check that credentials never reach the CDN.
 
     Every keyword argument is also an attribute that tests may change while it runs.
@@ -98,15 +94,18 @@ class FakeKlingServer(CdnSite):
         video_size: int = 4096,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        dialect: Literal["kling", "new-api"] = "kling",
+        gateway_poll_interval: float = 15.0,
+        upstream_200_errors: bool = False,
     ) -> None:
         if host not in LOCAL_HOSTS:
             raise ValueError(f"the emulator only binds to loopback, not {host!r}")
         self.api_key = api_key
         """Accepted plain bearer key (``None``: only JWTs)."""
         self.access_key = access_key
-        """JWT issuer accepted together with :attr:`secret_key`."""
+        """JWT issuer accepted together with [`secret_key`][kling_async.testing.server.FakeKlingServer.secret_key]."""
         self.secret_key = secret_key
-        """HS256 secret for :attr:`access_key` tokens."""
+        """HS256 secret for [`access_key`][kling_async.testing.server.FakeKlingServer.access_key] tokens."""
         self.host = host
         """Bind address (loopback only)."""
         self.port = port
@@ -158,6 +157,20 @@ class FakeKlingServer(CdnSite):
         """Size of the ``mdat`` payload of generated videos."""
         self.clock = clock
         """Server clock (monotonic seconds); task state is computed from it."""
+        if dialect not in ("kling", "new-api"):
+            raise ValueError(f"unknown dialect {dialect!r}; use 'kling' or 'new-api'")
+        self.dialect = dialect
+        """``"kling"`` answers as Kling (and CometAPI's docs); ``"new-api"`` as new-api's relay."""
+        self.relay = (
+            NewApiRelay(
+                poll_interval=gateway_poll_interval,
+                upstream_200_errors=upstream_200_errors,
+                seed=seed + 2,
+            )
+            if dialect == "new-api"
+            else None
+        )
+        """The gateway in front of the emulated upstream (``None`` for the Kling dialect)."""
 
         self.requests: list[RequestRecord] = []
         """Every request received, API and CDN, in order."""
@@ -188,16 +201,10 @@ class FakeKlingServer(CdnSite):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeKlingServer:
+    async def _enter(self) -> None:
         await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -269,6 +276,7 @@ class FakeKlingServer(CdnSite):
     def timeline(self, value: Timeline) -> None:
         self._timeline = value
         self._timeline_rng = random.Random(value.seed)
+        self._fails = FailureDraw(value.fail_rate, value.seed)
 
     @property
     def tasks(self) -> Mapping[str, FakeTask]:
@@ -315,7 +323,7 @@ class FakeKlingServer(CdnSite):
     def expire_video_urls(self, task_id: str) -> tuple[str, str]:
         """Make the current video URLs of *task_id* stale; return the fresh (url, watermark_url).
 
-        Old URLs then answer :attr:`expired_url_status`; queries return the fresh ones.
+        Old URLs then answer [`expired_url_status`][kling_async.testing.server.FakeKlingServer.expired_url_status]; queries return the fresh ones.
         """
         task = self._tasks[task_id]
         task.url_version += 1
@@ -335,29 +343,12 @@ class FakeKlingServer(CdnSite):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _seconds(self, clock_value: float) -> int:
+        return int(self._wall0 + (clock_value - self._clock0))
+
     def _stamp(self, clock_value: float) -> int:
         wall = self._wall0 + (clock_value - self._clock0)
         return int(wall) if self.timestamps_in_seconds else int(wall * 1000)
-
-    def _reply(
-        self,
-        status: int,
-        body: Mapping[str, Any],
-        code: int,
-        headers: Mapping[str, str] | None = None,
-    ) -> web.Response:
-        return JsonReply(status, body, code, headers)
-
-    def _ok(self, data: Any) -> web.Response:
-        return self._reply(
-            200, {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}, 0
-        )
-
-    def _error(
-        self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None
-    ) -> web.Response:
-        body = {"code": code, "message": message, "request_id": str(uuid.uuid4())}
-        return self._reply(status, body, code, headers)
 
     def _new_task_id(self) -> str:
         while True:
@@ -365,159 +356,7 @@ class FakeKlingServer(CdnSite):
             if task_id not in self._tasks:
                 return task_id
 
-    def _find(self, kind: KindSpec, ident: str, *, by_external: bool) -> FakeTask | None:
-        task = None if by_external else self._tasks.get(ident)
-        if task is None:
-            task = self._by_external.get(ident)
-        if task is None or task.kind.name != kind.name:
-            return None
-        return task
-
-    def _rate_limited(self) -> web.Response | None:
-        rate = self.rate_limit
-        if rate is None or rate <= 0:
-            return None
-        burst = self.rate_burst if self.rate_burst is not None else max(1.0, rate)
-        now = self.clock()
-        if self._bucket is None or self._bucket_key != (rate, burst):
-            self._bucket = TokenBucket(rate, burst, now)
-            self._bucket_key = (rate, burst)
-        wait = self._bucket.take(now)
-        if wait is None:
-            return None
-        headers = (
-            {"Retry-After": str(max(1, math.ceil(wait)))} if self.rate_limit_retry_after else None
-        )
-        return self._error(429, 1302, "Request too fast, exceeds rate limit", headers)
-
-    def _authenticate(self, request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization", "")
-        if not header.strip():
-            return self._auth_error(1001, "Authorization is empty")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme != "Bearer" or not token:
-            return self._auth_error(1002, "Authorization is invalid")
-        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
-            return None
-        if self.access_key is not None and self.secret_key is not None and token.count(".") == 2:
-            try:
-                verify_jwt(
-                    token,
-                    {self.access_key: self.secret_key},
-                    now=self.wall_time(),
-                    leeway=self.jwt_leeway,
-                )
-            except JwtRejectedError as exc:
-                return self._auth_error(exc.code, exc.message)
-            return None
-        return self._auth_error(1002, "Authorization is invalid")
-
-    def _auth_error(self, code: int, message: str) -> web.Response:
-        if not self.gateway_errors:
-            return self._error(401, code, message)
-        request_id = uuid.uuid4().hex
-        body = {
-            "error": {
-                "code": "",
-                "message": f"{message} (request id: {request_id})",
-                "type": "comet_api_error",
-            }
-        }
-        return self._reply(401, body, code)
-
-    def _malformed(self, kind: str) -> web.Response:
-        envelope: dict[str, Any] = {
-            "code": 0,
-            "message": "SUCCEED",
-            "request_id": str(uuid.uuid4()),
-        }
-        if kind == "malformed_text":
-            return web.Response(
-                status=200,
-                text="<html><body>upstream hiccup</body></html>",
-                content_type="text/html",
-            )
-        if kind == "malformed_types":
-            envelope["data"] = {
-                "task_id": 12345,
-                "task_status": None,
-                "task_result": "none",
-                "created_at": "yesterday",
-            }
-        return JsonReply(200, envelope, 0)
-
-    # -- API site ----------------------------------------------------------------------------
-
-    def _api_app(self) -> web.Application:
-        app = web.Application()
-        for prefix in self.prefixes:
-            for kind in self.kinds:
-                base = f"{prefix}/{kind.path}"
-                app.router.add_post(base, self._route("create", kind, self._create))
-                app.router.add_get(base, self._route("list", kind, self._list))
-                app.router.add_get(base + "/{task_id}", self._route("query", kind, self._query))
-        app.router.add_route("*", "/{tail:.*}", self._unknown)
-        return app
-
-    def _route(
-        self, route: RouteKind, kind: KindSpec, handler: _Handler
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            return await self._serve(request, route, kind, handler)
-
-        return serve
-
-    async def _unknown(self, request: web.Request) -> web.StreamResponse:
-        self._record(request, "api", "other")
-        response = self._error(404, 1202, "Requested method invalid")
-        self._count(response)
-        return response
-
-    def _count(self, response: web.StreamResponse) -> None:
-        self.stats.http_statuses[response.status] += 1
-        if isinstance(response, JsonReply):
-            self.stats.codes[response.kling_code] += 1
-
-    async def _serve(
-        self, request: web.Request, route: RouteKind, kind: KindSpec, handler: _Handler
-    ) -> web.StreamResponse:
-        self._record(request, "api", route)
-        fault = self.faults.take(route)
-        if fault is not None:
-            self.stats.faults[fault.kind] += 1
-            if fault.kind in FAULT_ERRORS:
-                status, code, message = FAULT_ERRORS[fault.kind]
-                response: web.StreamResponse = self._error(status, code, message)
-                self._count(response)
-                return response
-            if fault.kind == "drop_before_create":
-                return await drop_connection(request)
-        response = await self._checked(request, route, kind, handler)
-        held = self.faults.config.create_answer_delay
-        if route == "create" and held > 0 and response.status == 200:
-            await asyncio.sleep(held)
-        if fault is not None:
-            if fault.kind == "drop_after_create":
-                return await drop_connection(request)
-            if fault.kind == "slow":
-                await self._sleep(fault)
-            elif fault.kind.startswith("malformed"):
-                response = self._malformed(fault.kind)
-        self._count(response)
-        return response
-
-    async def _checked(
-        self, request: web.Request, route: RouteKind, kind: KindSpec, handler: _Handler
-    ) -> web.StreamResponse:
-        denied = self._authenticate(request)
-        if denied is not None:
-            return denied
-        if route in self.rate_limit_routes:
-            limited = self._rate_limited()
-            if limited is not None:
-                return limited
-        return await handler(request, kind)
+    # -- creates -----------------------------------------------------------------------------
 
     async def _create(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
         try:
@@ -526,6 +365,10 @@ class FakeKlingServer(CdnSite):
             return self._error(400, 1200, "Invalid request parameters: body is not valid JSON")
         if not isinstance(body, dict):
             return self._error(400, 1200, "Invalid request parameters: body must be a JSON object")
+        if self.relay is not None:
+            refused = self.relay.incoming_create(body)
+            if refused is not None:
+                return refused
         external = body.get("external_task_id")
         external_id = external if isinstance(external, str) and external else None
         if external_id is not None:
@@ -539,6 +382,8 @@ class FakeKlingServer(CdnSite):
         if self.max_active_tasks is not None and self.active_count() >= self.max_active_tasks:
             return self._error(429, 1303, "parallel task over resource pack limit")
         task = self._new_task(kind, body, external_id)
+        if self.relay is not None:
+            return self.relay.created(task, self._seconds)
         info = {"external_task_id": external_id} if external_id is not None else {}
         created = self._stamp(task.created)
         return self._ok(
@@ -550,6 +395,21 @@ class FakeKlingServer(CdnSite):
                 "updated_at": created,
             }
         )
+
+    def _synchronous(self, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
+        """A handler for a step that answers at once and creates no task (identify-face)."""
+
+        async def handle(request: web.Request, kind: KindSpec) -> web.StreamResponse:
+            try:
+                body = await request.json()
+            except ValueError:
+                return self._error(400, 1200, "Invalid request parameters: body is not valid JSON")
+            try:
+                return self._ok(answer(body if isinstance(body, dict) else {}))
+            except InvalidParameterError as exc:
+                return self._error(400, 1201, str(exc))
+
+        return handle
 
     def _new_task(self, kind: KindSpec, body: dict[str, Any], external_id: str | None) -> FakeTask:
         now = self.clock()
@@ -574,7 +434,7 @@ class FakeKlingServer(CdnSite):
         prompt = body.get("prompt")
         if timeline.fail_marker and isinstance(prompt, str) and timeline.fail_marker in prompt:
             task.outcome, task.outcome_message = "failed", timeline.fail_message
-        elif timeline.fail_rate and rng.random() < timeline.fail_rate:
+        elif self._fails():
             task.outcome, task.outcome_message = "failed", timeline.random_fail_message
         self._tasks[task.task_id] = task
         self._videos[task.video_id] = task
@@ -582,45 +442,6 @@ class FakeKlingServer(CdnSite):
             self._by_external[external_id] = task
             self.create_counts[external_id] += 1
         return task
-
-    def _task_response(self, task: FakeTask) -> web.Response:
-        now = self.clock()
-        if self.wrap_queries:
-            return self._reply(200, render_wrapped(task, now, self.cdn_url, self._stamp), 0)
-        return self._ok(render_task(task, now, self.cdn_url, self._stamp))
-
-    async def _query(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
-        # Form (c) of kling-api.md §1.7: the external id in the path plus a flag.
-        by_external = request.query.get("external_task_id", "").lower() == "true"
-        task = self._find(kind, request.match_info["task_id"], by_external=by_external)
-        if task is None:
-            return self._error(404, 1203, "task not found")
-        return self._task_response(task)
-
-    async def _list(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
-        external = request.query.get("external_task_id")
-        if external is not None:
-            task = self._find(kind, external, by_external=True)
-            if task is None:
-                return self._error(404, 1203, "task not found")
-            return self._task_response(task)
-        try:
-            page_num = int(request.query.get("pageNum", "1"))
-            page_size = int(request.query.get("pageSize", "30"))
-        except ValueError:
-            return self._error(400, 1201, "pageNum/pageSize: must be integers")
-        if not 1 <= page_num <= 1000:
-            return self._error(400, 1201, "pageNum: must be between 1 and 1000")
-        if not 1 <= page_size <= 500:
-            return self._error(400, 1201, "pageSize: must be between 1 and 500")
-        now = self.clock()
-        mine = sorted(
-            (task for task in self._tasks.values() if task.kind.name == kind.name),
-            key=lambda task: task.seq,
-            reverse=True,
-        )
-        page = mine[(page_num - 1) * page_size : page_num * page_size]
-        return self._ok([render_task(task, now, self.cdn_url, self._stamp) for task in page])
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -636,7 +457,7 @@ class FakeKlingServer(CdnSite):
     async def deliver_callbacks(self) -> int:
         """Fire callbacks for every status change since the last tick; return how many changed.
 
-        The background ticker calls this every :attr:`callback_interval`; tests may call it
+        The background ticker calls this every [`callback_interval`][kling_async.testing.server.FakeKlingServer.callback_interval]; tests may call it
         directly after stepping an injected clock.
         """
         now = self.clock()

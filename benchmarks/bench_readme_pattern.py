@@ -1,0 +1,185 @@
+"""The README's many-task pattern with the defaults: ``submit_many(all)``, then ``watch(all)``.
+
+N tasks of about D seconds (+-25 %), S task slots enforced by the emulator and the client
+(``max_active_tasks=S``), the client's default rate limit and default ``PollPolicy()``, all with
+time compressed by ``--scale`` (durations, every time field of the policy, and the rate limit
+multiplied by 1/scale alike). ``submit_many`` waits for slots; a slot frees when the client sees
+a task finish, which while ``submit_many`` runs only its waiting submitters can see (no watcher
+exists yet). Then ``watch`` tracks the rest.
+
+Reported: the makespan against ``ceil(N / S) x D``, status requests per task split into those
+the scheduler made (``TaskPolled``) and those the waiting submitters made, and 1303 answers.
+Issue 9's targets: makespan <= 1.05x, no 1303, and <= 2 status requests per task on top of what
+detection needs. This measures where the library stands; it changes nothing.
+
+Run: ``.venv/bin/python benchmarks/bench_readme_pattern.py``  (about 20 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import math
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from _common import API_KEY, emulator_provider, print_grid, prompts, scaled_policy, verdict
+
+import kling_async as kling
+from kling_async.events import Event, TaskPolled
+from kling_async.limiter import RateLimit
+from kling_async.testing import FakeKlingServer, FakeTask, Timeline
+
+TARGET = 1.05
+EXTRA_REQUESTS = 2.0
+
+
+async def run(
+    tasks: int = 40, slots: int = 10, duration: float = 180.0, scale: float = 0.02, seed: int = 5
+) -> dict[str, Any]:
+    """Run the README pattern once; return its figures."""
+
+    def draw(task: FakeTask) -> float:
+        rng = random.Random(f"{seed}-{task.external_task_id}")
+        return rng.uniform(0.75 * duration, 1.25 * duration) * scale
+
+    default_rate = kling.RateLimit(20, burst=40)
+    rate = RateLimit(default_rate.per_second / scale, burst=default_rate.burst)
+    policy = scaled_policy(kling.PollPolicy(), scale)
+    timeline = Timeline(queue_seconds=0.0, processing_seconds=draw)
+    async with FakeKlingServer(
+        api_key=API_KEY, timeline=timeline, max_active_tasks=slots
+    ) as server:
+        provider = attrs.evolve(emulator_provider(server.url), supports_list=False)
+        async with kling.KlingClient(
+            api_key=API_KEY,
+            provider=provider,
+            rate=rate,
+            poll=policy,
+            max_active_tasks=slots,
+            retry=kling.RetryPolicy(base=0.01, cap=0.05, jitter=0.0),
+        ) as client:
+            polled = 0
+
+            def on_event(event: Event) -> None:
+                nonlocal polled
+                if isinstance(event, TaskPolled):
+                    polled += 1
+
+            client.events.add(on_event)
+            started = time.perf_counter()
+            created = await client.submit_many(prompts(tasks, "readme"))
+            submitted_at = time.perf_counter()
+            during_submit = server.stats.routes["query"]
+            finished = 0
+            async with client.watch(created) as results:
+                async for _task in results:
+                    finished += 1
+            makespan = time.perf_counter() - started
+        queries = server.stats.routes["query"]
+        rejected = server.stats.codes[1303]
+        lives = [task.finished_at - task.created for task in server.tasks.values()]
+        by_submission = [
+            task.finished_at - task.created
+            for task in sorted(server.tasks.values(), key=lambda task: task.created)
+        ]
+    waves = math.ceil(tasks / slots)
+    ideal = waves * duration * scale
+    drawn_ideal = list_schedule(by_submission, slots)
+    # What detection needs with this policy's prior window: a first check one gap after the
+    # window opens, then one per gap until the task is seen finished.
+    low = policy.expected[0] if policy.expected is not None else 0.0
+    gap = policy.detect_gap
+    needed = sum(1 + max(0, math.ceil((life - low - gap) / gap)) for life in lives) / tasks
+    return {
+        "needed_per_task": needed,
+        "extra_per_task": queries / tasks - needed,
+        "tasks": tasks,
+        "slots": slots,
+        "finished": finished,
+        "makespan_s": makespan / scale,
+        "ideal_s": ideal / scale,
+        "ratio": makespan / ideal,
+        "drawn_ideal_s": drawn_ideal / scale,
+        "drawn_ratio": makespan / drawn_ideal,
+        "mean_task_s": sum(lives) / len(lives) / scale,
+        "submit_phase_s": (submitted_at - started) / scale,
+        "requests_per_task": queries / tasks,
+        "scheduler_per_task": polled / tasks,
+        "submitters_per_task": (queries - polled) / tasks,
+        "during_submit_per_task": during_submit / tasks,
+        "rejected_1303": rejected,
+    }
+
+
+def list_schedule(durations: Sequence[float], slots: int) -> float:
+    """The makespan these very durations allow on *slots* slots, in submission order, with
+    every finish seen at once (each task starts on the first slot that frees).
+
+    ``ceil(N/S) x D`` ignores the spread of the durations: with +-25 % around D, even a
+    scheduler that sees every finish instantly takes longer than that, because the slot that
+    draws the longest tasks sets the end. This is the ideal the account's slots allow.
+
+    Examples:
+        >>> list_schedule([1.0, 1.0, 2.0], 2)
+        3.0
+    """
+    free = [0.0] * slots
+    for length in durations:
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + length)
+    return max(free)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse *argv*, run the benchmark, print and return the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--slots", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=180.0, help="mean seconds per task")
+    parser.add_argument("--scale", type=float, default=0.02, help="time compression factor")
+    args = parser.parse_args(argv)
+    result = asyncio.run(
+        run(tasks=args.tasks, slots=args.slots, duration=args.duration, scale=args.scale)
+    )
+    print_grid(
+        f"README pattern: {result['tasks']} tasks of ~{args.duration:g} s, {result['slots']} "
+        f"slots, default rate limit and PollPolicy (time x{args.scale:g}, seconds equivalent)",
+        ["figure", "value", "target", ""],
+        [
+            [
+                "makespan / ceil(N/S) x D",
+                f"{result['ratio']:.2f}x",
+                f"<= {TARGET}x",
+                verdict(result["ratio"] <= TARGET),
+            ],
+            [
+                "makespan / ideal for the drawn durations",
+                f"{result['drawn_ratio']:.2f}x",
+                f"<= {TARGET}x",
+                verdict(result["drawn_ratio"] <= TARGET),
+            ],
+            ["status requests per task", result["requests_per_task"], "", ""],
+            ["  by the scheduler", result["scheduler_per_task"], "", ""],
+            ["  by waiting submitters", result["submitters_per_task"], "", ""],
+            ["what detection needs (window schedule)", result["needed_per_task"], "", ""],
+            [
+                "requests on top of that",
+                result["extra_per_task"],
+                f"<= {EXTRA_REQUESTS:g}",
+                verdict(result["extra_per_task"] <= EXTRA_REQUESTS),
+            ],
+            ["  sent while submit_many ran", result["during_submit_per_task"], "", ""],
+            ["1303 answers", result["rejected_1303"], "0", verdict(result["rejected_1303"] == 0)],
+            ["submit phase s", result["submit_phase_s"], "", ""],
+        ],
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

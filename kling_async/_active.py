@@ -1,0 +1,179 @@
+"""The client's book of its unfinished tasks: which task slot each holds, and when it frees.
+
+A task slot is taken before a create and held until the client sees the task finish (Kling
+counts a task against the account's concurrency until then). This module keeps that account:
+binding a created task to its lease, adopting tasks created earlier, releasing on the finished
+status, and waiting for a slot while refreshing the tasks nobody else is checking (a caller who
+submits without watching would otherwise wait forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from .clock import Clock
+from .completion import CompletionModel
+from .errors import APIConnectionError, APIError
+from .events import Event, SlotAcquired
+from .models import Task
+from .scheduler import PartialBatchError, PollPolicy
+from .slots import SlotLease, TaskSlots
+from .watch import Watcher
+from .webhooks import WebhookReceiver
+
+__all__ = ["ActiveTasks"]
+
+logger = logging.getLogger("kling_async.client")
+
+_REFRESH_BATCH = 20
+
+
+class ActiveTasks:
+    """The unfinished tasks of one client and their slot leases (strictly private).
+
+    Args:
+        slots: the task slots (in-process or shared with other processes).
+        clock: where waits happen.
+        policy: the client's poll policy, as it is now (how often waiting submitters refresh).
+        completions: when each task was submitted, per kind of request.
+        emit: the client's event sink.
+        webhook: the client's callback receiver, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: TaskSlots,
+        clock: Clock,
+        policy: Callable[[], PollPolicy],
+        completions: CompletionModel,
+        emit: Callable[[Event], None],
+        webhook: WebhookReceiver | None,
+    ) -> None:
+        self.slots = slots
+        self._clock = clock
+        self._policy = policy
+        self._completions = completions
+        self._emit = emit
+        self._webhook = webhook
+        self.tasks: dict[str, Task] = {}
+        # The task slot each active task holds (an adopted task gets its lease a moment later).
+        self._leases: dict[str, SlotLease] = {}
+        # Unfinished tasks created with the receiver's callback URL.
+        self.callback_ids: set[str] = set()
+        self.watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
+        self._refresh_lock = anyio.Lock()
+        # When waiting submitters last refreshed: once per interval for all of them, not each.
+        self._refreshed_at = -math.inf
+        # Set by the client: how to check tasks (one by one, or with list requests).
+        self.refresh: Callable[[Sequence[Task]], Awaitable[object]] | None = None
+
+    async def bind(self, task: Task, lease: SlotLease) -> None:
+        """Count a just-created task against *lease* until it finishes."""
+        if task.is_finished:
+            await self.slots.release(lease)
+            return
+        self.tasks[task.id] = task
+        self._leases[task.id] = lease
+        await self.slots.bind(lease, task.id)
+
+    async def adopt(self, task: Task) -> None:
+        """Count an unfinished task created earlier against the task slots (twice: once)."""
+        if task.is_finished or task.id in self.tasks:
+            return
+        # Marked before the await, so that a concurrent adopt of the same task does nothing.
+        self.tasks[task.id] = task
+        lease = await self.slots.adopt()
+        if task.id in self.tasks:
+            self._leases[task.id] = lease
+            await self.slots.bind(lease, task.id)
+        else:  # seen finished while the lease was on its way
+            await self.slots.release(lease)
+
+    def needs_observing(self, task: Task) -> bool:
+        """Whether [`observe`][kling_async._active.ActiveTasks.observe] has anything to do.
+
+        Most status checks see an unfinished task without an upstream id: asking first spares
+        the hot path an await.
+        """
+        return task.is_finished or (task.upstream_id is not None and self._webhook is not None)
+
+    async def observe(self, task: Task) -> None:
+        """Note a task's state: frees its task slot once it has finished."""
+        if task.upstream_id is not None and self._webhook is not None:
+            # Callbacks sent straight from the upstream carry its id, not the gateway's.
+            self._webhook.alias(task)
+        if not task.is_finished:
+            return
+        self.callback_ids.discard(task.id)
+        self._completions.forget(task.id)
+        ours = self.tasks.pop(task.id, None) is not None
+        lease = self._leases.pop(task.id, None)
+        with anyio.CancelScope(shield=True):
+            if lease is not None:
+                await self.slots.release(lease)
+            elif not ours:
+                # Maybe created by another process that shares the task slots with this one.
+                await self.slots.release_task(task.id)
+
+    async def acquire_slot(self) -> SlotLease:
+        """Wait for a task slot, checking our own unfinished tasks while we wait.
+
+        Slots free when the client sees a task finish. A caller who submits without watching
+        would otherwise wait forever, so while submitters wait, one of them at a time refreshes
+        the oldest active tasks that no open watcher is already tracking, once per poll interval
+        (with one list request where the provider supports it).
+        """
+        started = self._clock.now()
+        while True:
+            with self._clock.deadline(self.refresh_interval()):
+                lease = await self.slots.acquire()
+                self._emit(SlotAcquired(waited=self._clock.now() - started))
+                return lease
+            if self._refresh_lock.locked():
+                continue
+            async with self._refresh_lock:
+                if self._clock.now() - self._refreshed_at >= self.refresh_interval():
+                    await self._refresh_unwatched()
+                    self._refreshed_at = self._clock.now()
+
+    async def _refresh_unwatched(self) -> None:
+        watched: set[str] = set()
+        for watcher in self.watchers:
+            if watcher.running:  # a watcher left behind checks nothing
+                watched.update(task.id for task in watcher.pending)
+        stale = [
+            task
+            for task in self.tasks.values()
+            if task.id not in watched and self._may_have_finished(task)
+        ]
+        stale = stale[:_REFRESH_BATCH]
+        if not stale or self.refresh is None:
+            return
+        try:
+            await self.refresh(stale)
+        except (APIError, APIConnectionError, PartialBatchError) as exc:
+            logger.info("refreshing tasks while waiting for a slot failed: %s", exc)
+
+    def refresh_interval(self) -> float:
+        """How often waiting submitters look at unwatched tasks: as often as a watcher would."""
+        policy = self._policy()
+        return policy.detect_gap if policy.expected is not None else policy.min_interval
+
+    def _may_have_finished(self, task: Task) -> bool:
+        """Whether *task* is old enough to have finished, by its kind of request's window.
+
+        Refreshing a task that cannot have finished yet only costs a request (issue 9: these
+        refreshes once cost a submit_many of long tasks 150 GETs per task).
+        """
+        policy = self._policy()
+        started = self._completions.started(task.id)
+        if policy.expected is None or started is None:
+            return True
+        times, created = started
+        return self._clock.now() - created >= times.window_or(policy.expected)[0]

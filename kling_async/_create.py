@@ -1,0 +1,391 @@
+"""The create protocol: one request makes at most one task, and never an unseen second one.
+
+A create is the one paid request, and the one that must not be repeated blindly: a timeout or a
+dropped connection after sending says nothing about whether the task exists. The protocol:
+
+* holds a task slot for the request, and gives it back (re-queueing) when the server answers
+  1303 (too many tasks in flight on the account): a 1303 definitely created nothing;
+* after an *ambiguous* failure (sent, no readable answer; a 5xx), looks the task up by its
+  ``external_task_id`` before anything else, and only a "none" that Kling itself gave
+  (code 1203) licenses sending again;
+* answers with a small result, [`Created`][kling_async._create.Created],
+  [`Refused`][kling_async._create.Refused] or [`Uncertain`][kling_async._create.Uncertain], that
+  the client's ``submit`` raises from and that ``Batch`` records in its journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import attrs
+
+from . import wire
+from .clock import Clock
+from .errors import (
+    APIConnectionError,
+    APIError,
+    BadRequestError,
+    ConcurrencyLimitError,
+    KlingError,
+    NotFoundError,
+    RateLimitError,
+    ResponseParseError,
+    ServerError,
+    SubmitUncertainError,
+)
+from .events import Event, Retrying
+from .logfields import task_fields
+from .models import Task, TaskKind, TaskRequest
+from .providers import ExternalIdLookup, Provider
+from .retry import RetryPolicy
+from .slots import SlotLease, TaskSlots
+
+_TRANSIENT = (APIConnectionError, ServerError, RateLimitError, ResponseParseError)
+"""Failures after which the create may be tried again (once the look-up allows)."""
+
+__all__ = [
+    "CreateOutcome",
+    "CreateProtocol",
+    "Created",
+    "Refused",
+    "Uncertain",
+    "canonical_json",
+    "id_taken",
+]
+
+logger = logging.getLogger("kling_async.client")
+
+
+_Call = Callable[..., Awaitable[Any]]
+"""The request pipeline's ``call(method, path, *, json=, params=, retry=)``."""
+
+
+@attrs.frozen
+class Created:
+    """The task exists: the create's answer, or the look-up after an ambiguous failure.
+
+    Attributes:
+        task: the task.
+        lease: the task slot it holds (the caller binds it to the task).
+        found: ``True`` when the task was found by look-up, not read from the create's answer.
+    """
+
+    task: Task
+    lease: SlotLease
+    found: bool = False
+
+
+@attrs.frozen
+class Refused:
+    """No task was created: the server refused the request, or proved that none exists.
+
+    Attributes:
+        error: why (the server's answer, or the last transient failure).
+    """
+
+    error: KlingError
+
+
+@attrs.frozen
+class Uncertain:
+    """A task may exist and the client could not find out; sending again might pay twice.
+
+    Attributes:
+        error: the error ``submit`` raises, with the external id to look for later.
+    """
+
+    error: SubmitUncertainError
+
+
+CreateOutcome = Created | Refused | Uncertain
+"""What one create came to."""
+
+
+class CreateProtocol:
+    """Create tasks for one client (strictly private: use ``KlingClient.submit`` or ``Batch``).
+
+    Args:
+        call: the request pipeline's ``call``.
+        provider: how external ids are looked up and whether its "not found" is trusted.
+        retry: the retry policy (and ``max_concurrency_wait``).
+        clock: where waits happen.
+        slots: the task slots a create holds.
+        acquire_slot: waits for a slot (the client's, which refreshes tasks while it waits).
+        emit: the client's event sink.
+    """
+
+    def __init__(
+        self,
+        *,
+        call: _Call,
+        provider: Provider,
+        retry: RetryPolicy,
+        clock: Clock,
+        slots: TaskSlots,
+        acquire_slot: Callable[[], Awaitable[SlotLease]],
+        emit: Callable[[Event], None],
+    ) -> None:
+        self._call = call
+        self.provider = provider
+        self._retry = retry
+        self._clock = clock
+        self._slots = slots
+        self._acquire_slot = acquire_slot
+        self._emit = emit
+
+    async def create(self, kind: TaskKind, body: dict[str, Any], ext_id: str) -> CreateOutcome:
+        """Create one task from a ready request *body* carrying *ext_id*.
+
+        A [`Created`][kling_async._create.Created] outcome hands its slot lease to the caller;
+        any other outcome has released it.
+        """
+        state = _Creating(kind, body, ext_id, await self._acquire_slot())
+        try:
+            outcome = await self._create(state)
+        except BaseException:
+            await _release_shielded(self._slots, state.lease)
+            raise
+        if not isinstance(outcome, Created):
+            await _release_shielded(self._slots, state.lease)
+        return outcome
+
+    async def _create(self, state: _Creating) -> CreateOutcome:
+        """Send the create until it is answered, retrying transient failures (not 1303s:
+        those re-queue inside each attempt)."""
+        kind = state.kind
+        policy = self._retry
+
+        def retryable(error: BaseException, retries: int) -> bool:
+            return isinstance(error, _TRANSIENT) and policy.should_retry(error, retries)
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            self._emit(
+                Retrying(operation=f"POST {kind.path}", attempt=attempt, delay=delay, error=error)
+            )
+
+        try:
+            async for attempt in policy.attempts(
+                self._clock, should_retry=retryable, on_retry=on_retry
+            ):
+                with attempt:
+                    return await self._attempt(state, attempt.retries_done)
+        except _TRANSIENT as error:
+            # Out of retries: a create that may have landed is looked up one last time.
+            if not (_ambiguous(error) or state.maybe_created):
+                return Refused(error)
+            found = await self.lookup_after_ambiguous(kind, state.ext_id, state.answer)
+            if found is not None:
+                return _found(found, state.lease)
+            message = f"create failed ({error}) and retries are exhausted"
+            return Uncertain(_uncertain(message, state.ext_id, kind, state.answer, error))
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def _attempt(self, state: _Creating, retries: int) -> CreateOutcome:
+        """One attempt: its answer, or a transient error raised for the retry loop to judge."""
+        kind, ext_id = state.kind, state.ext_id
+        try:
+            data = await self._post(state)
+            return Created(_parse_created(data, kind), state.lease)
+        except ConcurrencyLimitError as exc:
+            return Refused(exc)  # re-queued until max_concurrency_wait passed
+        except BadRequestError as exc:
+            if state.maybe_created and id_taken(exc):
+                # Our earlier attempt did land: the id is taken by the task we created.
+                found = await self.lookup_after_ambiguous(kind, ext_id, state.answer)
+                if found is not None:
+                    return _found(found, state.lease)
+            return Refused(exc)
+        except _TRANSIENT as exc:
+            if isinstance(exc, ResponseParseError) and exc.excerpt:
+                # The server accepted the create (2xx) in words we cannot read: keep them.
+                state.answer = exc.excerpt
+            if _ambiguous(exc) and self._retry.should_retry(exc, retries):
+                # Look before sending again: the failed attempt may have made the task.
+                state.maybe_created = True
+                found = await self.lookup_after_ambiguous(kind, ext_id, state.answer)
+                if isinstance(found, Task):
+                    logger.info(
+                        "create of %s was ambiguous; adopted task %s",
+                        ext_id,
+                        found.id,
+                        extra=task_fields(found),
+                    )
+                if found is not None:
+                    return _found(found, state.lease)
+            raise
+        except APIError as exc:
+            return Refused(exc)
+
+    async def _post(self, state: _Creating) -> Any:
+        """Send the create, re-queueing after each 1303 until a slot and the server agree."""
+        requeues = 0
+        first_1303: float | None = None
+        while True:
+            try:
+                return await self._call("POST", state.kind.path, json=state.body, retry=False)
+            except ConcurrencyLimitError as exc:  # noqa: PERF203 - a re-queue, not a hot loop
+                # Definitely not created; someone else holds slots on this account.
+                first_1303 = self._clock.now() if first_1303 is None else first_1303
+                requeued = await self._requeue(exc, requeues, first_1303, state.lease)
+                if requeued is None:
+                    raise
+                state.lease = requeued
+                requeues += 1
+
+    async def _requeue(
+        self, exc: ConcurrencyLimitError, retries: int, first_1303: float, lease: SlotLease
+    ) -> SlotLease | None:
+        """Give the slot back after a 1303 and wait for another; ``None`` once the cap passed."""
+        # Shrink first, while this submission still holds its slot: a slot released into the
+        # old limit would go straight to the next waiter, to meet a 1303 of its own.
+        await self._slots.on_concurrency_limited()
+        limit = self._retry.max_concurrency_wait
+        if limit is not None and self._clock.now() - first_1303 >= limit:
+            return None
+        # Released twice does nothing: create() may release it again on the way out.
+        await self._slots.release(lease)
+        await self._clock.sleep(self._retry.delay(min(retries, 4), exc.retry_after))
+        # The slot limit just shrank to what is running: waiting for a slot is part of the
+        # wait that the cap bounds.
+        remaining = None if limit is None else max(0.0, first_1303 + limit - self._clock.now())
+        with self._clock.deadline(remaining):
+            return await self._acquire_slot()
+        return None
+
+    async def lookup_after_ambiguous(
+        self, kind: TaskKind, ext_id: str, answer: str | None = None
+    ) -> Task | Uncertain | None:
+        """Find the task an ambiguous create may have made.
+
+        Returns the task, ``None`` when none can exist (Kling's own "not found" on a provider
+        whose "not found" is trusted), or an [`Uncertain`][kling_async._create.Uncertain]
+        outcome.
+        """
+        try:
+            found, absent = await self.find_created(ext_id, kind)
+        except (APIError, APIConnectionError, ResponseParseError) as exc:
+            message = f"create may have succeeded and the look-up failed ({exc})"
+            return Uncertain(_uncertain(message, ext_id, kind, answer, exc))
+        except SubmitUncertainError as exc:
+            return Uncertain(exc)
+        if found is None and not absent:
+            return Uncertain(
+                _uncertain(
+                    f"create may have succeeded; provider {self.provider.name!r} cannot confirm "
+                    "that no task exists",
+                    ext_id,
+                    kind,
+                    answer,
+                    None,
+                )
+            )
+        return found
+
+    async def find_created(self, ext_id: str, kind: TaskKind) -> tuple[Task | None, bool]:
+        """The task made with *ext_id*, and whether none can exist for sure.
+
+        Raises:
+            SubmitUncertainError: the provider has no look-up form configured.
+        """
+        found, proven = await self.find_external(ext_id, kind)
+        return found, found is None and proven and self.provider.trust_not_found
+
+    async def find_external(self, ext_id: str, kind: TaskKind) -> tuple[Task | None, bool]:
+        """The task, and whether a "none" came from Kling itself (its 1203), not a gateway.
+
+        A gateway's own "task_not_exist" only says that *it* knows no task by that id: new-api,
+        for one, cannot look tasks up by external id at all.
+
+        Raises:
+            SubmitUncertainError: the provider has no look-up form configured.
+        """
+        lookup = self.provider.external_lookup
+        if lookup is ExternalIdLookup.NONE:
+            raise SubmitUncertainError(
+                "this provider has no external-id look-up",
+                external_task_id=ext_id,
+                kind=kind.name,
+            )
+        try:
+            if lookup is ExternalIdLookup.PATH:
+                path = f"{kind.path}/{ext_id}"
+                data = await self._call("GET", path)
+            else:
+                path = kind.path
+                data = await self._call("GET", path, params={"external_task_id": ext_id})
+        except NotFoundError as exc:
+            return None, isinstance(exc.code, int)
+        if isinstance(data, list):
+            tasks = wire.parse_task_list(data, kind, where=f"GET {path}")
+            matches = [task for task in tasks if task.external_task_id == ext_id]
+            return (matches[0] if matches else None), True
+        return wire.parse_task(data, kind, where=f"GET {path}"), True
+
+
+def canonical_json(request: TaskRequest) -> str:
+    """The request's create body as canonical JSON: what a journal compares between runs."""
+    return json.dumps(wire.request_body(request), sort_keys=True, separators=(",", ":"))
+
+
+def id_taken(error: BadRequestError) -> bool:
+    """Whether the server refused a create because its ``external_task_id`` is in use."""
+    return "external_task_id" in error.message
+
+
+def _found(found: Task | Uncertain, lease: SlotLease) -> Created | Uncertain:
+    return found if isinstance(found, Uncertain) else Created(found, lease, found=True)
+
+
+class _Creating:
+    """One create on its way: what is sent, the slot it holds, and what it learnt so far."""
+
+    __slots__ = ("answer", "body", "ext_id", "kind", "lease", "maybe_created")
+
+    def __init__(self, kind: TaskKind, body: dict[str, Any], ext_id: str, lease: SlotLease):
+        self.kind = kind
+        self.body = body
+        self.ext_id = ext_id
+        # Replaced while a 1303 re-queues the create.
+        self.lease = lease
+        self.maybe_created = False
+        # An accepted create's unreadable answer, kept for the uncertain error.
+        self.answer: str | None = None
+
+
+async def _release_shielded(slots: TaskSlots, lease: SlotLease) -> None:
+    with anyio.CancelScope(shield=True):
+        await slots.release(lease)
+
+
+def _uncertain(
+    message: str, ext_id: str, kind: TaskKind, answer: str | None, cause: BaseException | None
+) -> SubmitUncertainError:
+    error = SubmitUncertainError(message, external_task_id=ext_id, kind=kind.name, response=answer)
+    # As ``raise ... from cause`` would: the chain shows what failed.
+    error.__cause__ = cause
+    return error
+
+
+def _ambiguous(error: KlingError) -> bool:
+    """Whether a failed create may nevertheless have created a task."""
+    if isinstance(error, APIConnectionError):
+        return error.maybe_sent
+    if isinstance(error, ResponseParseError):
+        # The server answered, so it saw the request; the answer just cannot be read.
+        return True
+    # A 5xx came from a server that may have recorded the task before failing; a 429 did not.
+    return isinstance(error, ServerError)
+
+
+def _parse_created(data: Any, kind: TaskKind) -> Task:
+    """Read a create's answer; an unreadable one keeps its text for the uncertain error."""
+    try:
+        return wire.parse_task(data, kind, where=f"POST {kind.path}")
+    except ResponseParseError as exc:
+        if not exc.excerpt:
+            exc.excerpt = json.dumps(data, default=str)[:500]
+        raise

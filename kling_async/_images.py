@@ -1,0 +1,82 @@
+"""What can be told about a base64 image without sending it: format, size, dimensions.
+
+Kling documents image inputs as JPG/JPEG/PNG, at most 10 MB, at least 300 px on each side, with
+an aspect ratio between 1:2.5 and 2.5:1 (kling-api.md §1.4). A URL cannot be checked without
+fetching it, so only raw base64 is; the model rule ``image-format`` reports what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+
+__all__ = ["MAX_BYTES", "MIN_SIDE", "image_problem"]
+
+MAX_BYTES = 10 * 1024 * 1024
+MIN_SIDE = 300
+_MAX_RATIO = 2.5
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8"
+# Start-of-frame markers carry the size; C4, C8 and CC are not frames.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_HEADER_CHARS = 64 * 1024  # enough base64 for any header the size can be read from
+
+
+def _looks_like_url(text: str) -> bool:
+    return "://" in text[:16]
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF:
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return int(width), int(height)
+        at += 2 + length
+    return None
+
+
+def image_problem(text: str) -> str | None:
+    """What is wrong with a base64 image, or ``None`` (also for URLs and unreadable headers)."""
+    if _looks_like_url(text):
+        return None
+    compact = "".join(text.split())
+    size = len(compact) * 3 // 4 - compact[-2:].count("=")
+    if size > MAX_BYTES:
+        return f"is {size / 1024 / 1024:.1f} MB; images may be at most 10 MB"
+    head = compact[:_HEADER_CHARS]
+    if not _BASE64.fullmatch(head):
+        return "is neither a URL nor valid base64"
+    head = head[: len(head) - len(head) % 4]
+    try:
+        data = base64.b64decode(head, validate=True)
+    except (binascii.Error, ValueError):
+        return "is neither a URL nor valid base64"
+    if data.startswith(_PNG):
+        dimensions = _png_size(data)
+    elif data.startswith(_JPEG):
+        dimensions = _jpeg_size(data)
+    else:
+        return "must be a JPG or PNG image"
+    if dimensions is None:
+        return None  # a header we cannot read: let the server judge
+    width, height = dimensions
+    if min(width, height) < MIN_SIDE:
+        return f"is {width}x{height} px; each side must be at least {MIN_SIDE} px"
+    if max(width, height) > _MAX_RATIO * min(width, height):
+        return f"is {width}x{height} px; the aspect ratio must be between 1:2.5 and 2.5:1"
+    return None

@@ -1,0 +1,217 @@
+"""A blocking facade over [`KlingClient`][kling_async.client.KlingClient], for scripts and notebooks.
+
+A convenience, not a second implementation: the async client runs on a private event loop in
+a thread of its own, and each method here hands it one call and blocks until the answer. So
+everything (retries, the rate limit, task slots, verified downloads) behaves exactly as in the
+async client, and it also works where an event loop is already running (a Jupyter cell).
+What it cannot give is concurrency in *your* code: for many tasks at once, use
+[`submit_many`][kling_async.sync.KlingClient.submit_many] and
+[`watch`][kling_async.sync.KlingClient.watch], or the async client itself.
+
+Example::
+
+    from kling_async.sync import KlingClient
+
+    with KlingClient() as client:  # key from $COMETAPI_KEY
+        path = client.generate("A beach at sunset", to="out/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._closing import Scoped
+from .client import KlingClient as AsyncKlingClient
+from .errors import ConfigurationError
+from .models import Task, TaskKind, TaskRequest
+
+__all__ = ["KlingClient"]
+
+_T = TypeVar("_T")
+
+
+class KlingClient(Scoped):
+    """The blocking twin of [`kling_async.KlingClient`][kling_async.client.KlingClient].
+
+    Takes the same arguments; each method blocks until its async counterpart is done. Close
+    it (``with`` or [`close`][kling_async.sync.KlingClient.close]) to stop its thread.
+    Calls from several threads at once are safe: they share the one async client.
+
+    Args:
+        *args: passed to the async client.
+        **kwargs: passed to the async client.
+
+    Raises:
+        ConfigurationError: as the async client would (no credentials, a bad base URL).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kling-async-sync", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+        async def build() -> AsyncKlingClient:
+            # Inside the loop: the client's locks and sessions belong to it.
+            return AsyncKlingClient(*args, **kwargs)
+
+        try:
+            self._client = self._run(build())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def __repr__(self) -> str:
+        return f"sync.{self._client!r}"
+
+    @property
+    def aio(self) -> AsyncKlingClient:
+        """The async client underneath (its ``events``, ``provider`` and other attributes)."""
+        return self._client
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        if self._closed:
+            coroutine.close()
+            raise ConfigurationError("this client is closed; create a new KlingClient")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C while blocked here: stop the work on the loop too, not only the wait.
+            future.cancel()
+            raise
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        """Close the async client and stop the loop thread. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+            self._run(self._loop.shutdown_asyncgens())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this client is closed; create a new KlingClient")
+
+    def _exit(self) -> None:
+        self.close()
+
+    # -- the verbs of the async client -----------------------------------------------------
+
+    def submit(self, request: TaskRequest, *, external_task_id: str | None = None) -> Task:
+        """See [`KlingClient.submit`][kling_async.client.KlingClient.submit]."""
+        return self._run(self._client.submit(request, external_task_id=external_task_id))
+
+    def text_to_video(self, prompt: str, **fields: Any) -> Task:
+        """See [`KlingClient.text_to_video`][kling_async.client.KlingClient.text_to_video]."""
+        return self._run(self._client.text_to_video(prompt, **fields))
+
+    def image_to_video(
+        self, image: str | os.PathLike[str], prompt: str | None = None, **fields: Any
+    ) -> Task:
+        """See [`KlingClient.image_to_video`][kling_async.client.KlingClient.image_to_video]."""
+        return self._run(self._client.image_to_video(image, prompt, **fields))
+
+    def generate(
+        self,
+        prompt: str | TaskRequest,
+        *,
+        to: str | os.PathLike[str] = ".",
+        timeout: float | None = 1800.0,
+        **fields: Any,
+    ) -> Path:
+        """See [`KlingClient.generate`][kling_async.client.KlingClient.generate]."""
+        return self._run(self._client.generate(prompt, to=to, timeout=timeout, **fields))
+
+    def get_task(self, task: Task | str, kind: TaskKind | str = "text2video") -> Task:
+        """See [`KlingClient.get_task`][kling_async.client.KlingClient.get_task]."""
+        return self._run(self._client.get_task(task, kind))
+
+    def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:
+        """See [`KlingClient.wait`][kling_async.client.KlingClient.wait]."""
+        return self._run(self._client.wait(task, timeout=timeout))
+
+    def download(
+        self, task: Task, dest: str | os.PathLike[str], *, watermark: bool = False, index: int = 0
+    ) -> Path:
+        """See [`KlingClient.download`][kling_async.client.KlingClient.download]."""
+        return self._run(self._client.download(task, dest, watermark=watermark, index=index))
+
+    def submit_many(self, requests: Iterable[TaskRequest], *, concurrency: int = 16) -> list[Task]:
+        """See [`KlingClient.submit_many`][kling_async.client.KlingClient.submit_many]."""
+        return self._run(self._client.submit_many(list(requests), concurrency=concurrency))
+
+    def list_tasks(
+        self, kind: TaskKind | str = "text2video", *, page: int = 1, page_size: int = 30
+    ) -> list[Task]:
+        """See [`KlingClient.list_tasks`][kling_async.client.KlingClient.list_tasks]."""
+        return self._run(self._client.list_tasks(kind, page=page, page_size=page_size))
+
+    def find_by_external_id(
+        self, external_task_id: str, kind: TaskKind | str = "text2video"
+    ) -> Task | None:
+        """See [`KlingClient.find_by_external_id`][kling_async.client.KlingClient.find_by_external_id]."""
+        return self._run(self._client.find_by_external_id(external_task_id, kind))
+
+    def watch(
+        self,
+        tasks: Iterable[Task],
+        *,
+        timeout: float | None = None,
+        task_timeout: float | None = None,
+    ) -> Iterator[Task]:
+        """Yield *tasks* as they finish, in completion order.
+
+        See [`KlingClient.watch`][kling_async.client.KlingClient.watch]; here *tasks* is required
+        (a stream cannot be fed from the blocking side). Leaving the loop early stops watching.
+
+        Raises:
+            WaitTimeoutError: *timeout* passed, after the tasks that finished were yielded.
+        """
+        results: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        tracked = list(tasks)
+
+        async def pump() -> None:
+            # One coroutine owns the watcher from start to end: its task group must be entered
+            # and left by the same task, which one call per item could not promise.
+            try:
+                async with self._client.watch(
+                    tracked, timeout=timeout, task_timeout=task_timeout
+                ) as watcher:
+                    async for task in watcher:
+                        results.put((True, task))
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                results.put((False, exc))
+                return
+            results.put((False, None))
+
+        if self._closed:
+            raise ConfigurationError("this client is closed; create a new KlingClient")
+        future = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        try:
+            while True:
+                more, value = results.get()
+                if more:
+                    yield value
+                elif value is None:
+                    return
+                else:
+                    raise value
+        finally:
+            future.cancel()

@@ -1,0 +1,64 @@
+"""Base64 images are checked for format, size and shape before sending (rule image-format)."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import pytest
+
+import kling_async as kling
+from kling_async._images import MAX_BYTES, image_problem
+from kling_async.model_rules import ModelRuleError
+
+
+def _png(width: int, height: int) -> str:
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+    return base64.b64encode(
+        header + struct.pack(">II", width, height) + b"\x08\x02\0\0\0" + b"\0" * 40
+    ).decode()
+
+
+def _jpeg(width: int, height: int) -> str:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0" + b"\0" * 9
+    sof = b"\xff\xc0" + struct.pack(">HBHH", 17, 8, height, width) + b"\0" * 10
+    return base64.b64encode(b"\xff\xd8" + app0 + sof).decode()
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        (_png(299, 600), "at least 300 px"),
+        (_jpeg(1000, 300), "1:2.5 and 2.5:1"),
+        (base64.b64encode(b"GIF89a" + b"\0" * 30).decode(), "JPG or PNG"),
+        ("not base64 at all!", "neither a URL nor valid base64"),
+    ],
+)
+def test_bad_base64_images_are_refused_by_rule(image: str, words: str) -> None:
+    """Each problem names the field and the rule, and can be relaxed."""
+    request = kling.ImageToVideo(image=image)
+    with pytest.raises(ModelRuleError, match=words) as info:
+        kling.RequestLimits().check(request)
+    assert (info.value.rule, info.value.field) == ("image-format", "image")
+    kling.RequestLimits(relax_rules=frozenset({"image-format"})).check(request)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        _png(300, 750),
+        _jpeg(1280, 720),
+        "https://cdn.test/cat.gif",
+        base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 4).decode(),
+    ],
+)
+def test_good_or_unknowable_images_pass(image: str) -> None:
+    """Good images, URLs (cannot be checked without fetching) and unreadable headers pass."""
+    assert image_problem(image) is None
+    kling.RequestLimits().check(kling.VirtualTryOn(human_image=_jpeg(600, 800), cloth_image=image))
+
+
+def test_too_large_image() -> None:
+    """More than 10 MB of image is refused without decoding it all."""
+    huge = "A" * (MAX_BYTES // 3 * 4 + 8)
+    assert "at most 10 MB" in (image_problem(huge) or "")

@@ -1,0 +1,103 @@
+"""kling_async.sync.KlingClient: the blocking facade, against the emulator on its own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+import kling_async as kling
+from kling_async.sync import KlingClient
+from kling_async.testing import FakeKlingServer, Timeline
+
+from .cli_support import API_KEY
+from .conftest import FAST_POLL, FAST_RETRY
+
+
+def _client(server: FakeKlingServer) -> KlingClient:
+    return KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+    )
+
+
+def test_generate_in_one_blocking_call(emulator: FakeKlingServer, tmp_path: Path) -> None:
+    with _client(emulator) as client:
+        path = client.generate("A beach at sunset", to=f"{tmp_path}/out/")
+    assert path.parent == tmp_path / "out"
+    assert path.read_bytes()[4:8] == b"ftyp"
+
+
+def test_the_same_verbs_as_the_async_client(emulator: FakeKlingServer, tmp_path: Path) -> None:
+    with _client(emulator) as client:
+        task = client.text_to_video("a cat", external_task_id="sync-1")
+        assert client.find_by_external_id("sync-1") == task
+        assert client.get_task(task.id).id == task.id
+        done = client.wait(task, timeout=30)
+        assert done.succeeded
+        assert client.download(done, tmp_path / "cat.mp4") == tmp_path / "cat.mp4"
+        image = client.image_to_video("https://example.test/cat.png", "it waves")
+        assert image.kind is kling.IMAGE_TO_VIDEO
+        submitted = client.submit(kling.TextToVideo(prompt="a dog"))
+        assert submitted.id in {listed.id for listed in client.list_tasks()}
+        assert client.aio.provider.name == "emulator"
+        assert repr(client).startswith("sync.KlingClient(")
+
+
+def test_watch_yields_in_completion_order(emulator: FakeKlingServer) -> None:
+    with _client(emulator) as client:
+        tasks = client.submit_many(kling.TextToVideo(prompt=f"clip {n}") for n in range(3))
+        finished = list(client.watch(tasks, timeout=30))
+    assert sorted(task.id for task in finished) == sorted(task.id for task in tasks)
+    assert all(task.succeeded for task in finished)
+
+
+def test_watch_raises_the_timeout_after_what_finished(emulator: FakeKlingServer) -> None:
+    emulator.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
+    with _client(emulator) as client:
+        task = client.text_to_video("slow")
+        with pytest.raises(kling.WaitTimeoutError):
+            list(client.watch([task], timeout=0.2))
+
+
+def test_errors_arrive_as_the_async_client_raises_them(emulator: FakeKlingServer) -> None:
+    with _client(emulator) as client, pytest.raises(kling.TaskFailedError):
+        client.generate("FAIL on purpose")
+
+
+def test_works_where_an_event_loop_is_already_running(
+    emulator: FakeKlingServer, tmp_path: Path
+) -> None:
+    """As in a notebook cell: a blocking call from inside a running loop still works."""
+
+    async def cell() -> Path:
+        with _client(emulator) as client:
+            return client.generate("a cat", to=tmp_path)
+
+    assert asyncio.run(cell()).parent == tmp_path
+
+
+def test_closing_stops_the_thread_and_later_calls_are_refused(emulator: FakeKlingServer) -> None:
+    before = threading.active_count()
+    client = _client(emulator)
+    assert threading.active_count() == before + 1
+    client.close()
+    client.close()  # twice is fine
+    assert threading.active_count() == before
+    with pytest.raises(kling.ConfigurationError, match="closed"):
+        client.get_task("t1")
+    with pytest.raises(kling.ConfigurationError, match="closed"):
+        client.__enter__()
+    with pytest.raises(kling.ConfigurationError, match="closed"):
+        next(iter(client.watch([])))
+
+
+def test_bad_arguments_fail_at_once_and_leave_no_thread() -> None:
+    before = threading.active_count()
+    with pytest.raises(kling.ConfigurationError, match="base_url"):
+        KlingClient(api_key="k", base_url="ftp://nowhere")
+    assert threading.active_count() == before

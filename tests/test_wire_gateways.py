@@ -1,0 +1,240 @@
+"""Hostile and unlucky answers (issue 14, items 1-2): no silent empty success, typed errors only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kling_async as kling
+from kling_async.kinds import TEXT_TO_VIDEO
+from kling_async.testing import FakeKlingServer
+from kling_async.wire import parse_envelope, parse_task
+
+from .conftest import client_for
+from .test_wire import LEGACY
+
+VIDEO = {"id": "v", "url": "https://cdn.test/v.mp4"}
+
+
+def succeed(result: Any) -> dict[str, Any]:
+    task: dict[str, Any] = {"task_id": "1", "task_status": "succeed"}
+    if result is not None:
+        task["task_result"] = result
+    return task
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (succeed(None), "holds no video"),
+        (succeed({"videos": []}), "holds no video"),
+        (succeed({"videos": [{}]}), "no video has an http"),
+        (succeed({"videos": [{"url": "ftp://x/y.mp4"}]}), "no video has an http"),
+        (succeed({"videos": [{"url": "https://"}]}), "no video has an http"),
+    ],
+)
+def test_a_success_without_a_video_is_an_error(answer: dict[str, Any], reason: str) -> None:
+    with pytest.raises(kling.MissingResultError, match=reason) as caught:
+        parse_task(answer, TEXT_TO_VIDEO)
+    assert caught.value.raw == answer
+    assert caught.value.task_id == "1"
+
+
+@pytest.mark.parametrize("videos", ["Succeed", [1, 2], [VIDEO, "x"], {"url": "https://a/b"}])
+def test_result_lists_must_be_lists_of_objects(videos: Any) -> None:
+    with pytest.raises(kling.ResponseParseError, match="must be a list of objects"):
+        parse_task(succeed({"videos": videos}), TEXT_TO_VIDEO)
+
+
+def test_unfinished_tasks_need_no_result() -> None:
+    task = parse_task({"task_id": "1", "task_status": "processing"}, TEXT_TO_VIDEO)
+    assert task.status is kling.TaskStatus.PROCESSING
+    assert task.videos == ()
+
+
+def test_upstream_envelope_inside_the_gateway_record() -> None:
+    """The shape a gateway storing the raw upstream body answers (issue 14, item 1)."""
+    body = {
+        "code": "success",
+        "data": {
+            "task_id": "task_x",
+            "status": "SUCCESS",
+            "progress": "100%",
+            "data": {"code": 0, "message": "SUCCEED", "request_id": "r", "data": LEGACY},
+        },
+    }
+    data = parse_envelope(200, {}, json.dumps(body).encode(), where="GET")
+    task = parse_task(data, TEXT_TO_VIDEO)
+    assert task.succeeded
+    assert task.id == "task_x"
+    assert task.upstream_id == LEGACY["task_id"]
+    assert task.external_task_id == "ext-1"
+    assert [video.url for video in task.videos] == ["https://cdn.test/v1.mp4"]
+
+
+def test_envelopes_nested_twice_are_unwrapped() -> None:
+    inner = {"code": 0, "message": "ok", "data": LEGACY}
+    record = {"task_id": "g", "status": "SUCCESS", "data": {"code": "0", "data": inner}}
+    assert parse_task(record, TEXT_TO_VIDEO).videos[0].id == "v1"
+
+
+def test_nesting_is_bounded() -> None:
+    record: dict[str, Any] = dict(LEGACY)
+    for level in range(20):
+        record = {"task_id": f"g{level}", "status": "processing", "data": record}
+    with pytest.raises(kling.ResponseParseError, match="levels deep"):
+        parse_task(record, TEXT_TO_VIDEO)
+
+
+def test_an_inner_error_code_is_raised() -> None:
+    record = {
+        "task_id": "g",
+        "status": "IN_PROGRESS",
+        "data": {"code": 1203, "message": "task not found", "data": None},
+    }
+    with pytest.raises(kling.NotFoundError):
+        parse_task(record, TEXT_TO_VIDEO)
+
+
+def test_an_inner_error_explains_a_settled_failure() -> None:
+    record = {
+        "task_id": "g",
+        "status": "FAILURE",
+        "fail_reason": "",
+        "data": {"code": 1301, "message": "risk control", "data": None},
+    }
+    task = parse_task(record, TEXT_TO_VIDEO)
+    assert task.failed
+    assert task.status_msg == "risk control"
+
+
+def test_result_url_is_a_fallback_result() -> None:
+    record = {"task_id": "g", "status": "SUCCESS", "result_url": "https://cdn.test/r.mp4"}
+    assert parse_task(record, TEXT_TO_VIDEO).videos[0].url == "https://cdn.test/r.mp4"
+
+
+def test_a_gateway_that_settled_a_task_is_believed() -> None:
+    record = {
+        "task_id": "g",
+        "status": "FAILURE",
+        "fail_reason": "timeout",
+        "data": {"task_id": "u", "task_status": "processing"},
+    }
+    task = parse_task(record, TEXT_TO_VIDEO)
+    assert task.failed
+    assert task.status_msg == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "code"),
+    [
+        (400, {"code": "task_not_exist", "message": "task_not_exist"}, kling.NotFoundError, None),
+        (
+            400,
+            {"code": "fail_to_fetch_task", "message": json.dumps({"code": 1301, "message": "x"})},
+            kling.ContentPolicyError,
+            1301,
+        ),
+        (
+            429,
+            {"code": "fail_to_fetch_task", "message": json.dumps({"code": 1303, "message": "x"})},
+            kling.ConcurrencyLimitError,
+            1303,
+        ),
+        (
+            429,
+            {"code": "fail_to_fetch_task", "message": "当前分组上游负载已饱和，请稍后再试"},  # noqa: RUF001
+            kling.GatewaySaturatedError,
+            None,
+        ),
+        (400, {"code": "task_failed", "message": "bad prompt"}, kling.BadRequestError, None),
+    ],
+)
+def test_gateway_error_table(status: int, body: Any, error: type[Exception], code: Any) -> None:
+    with pytest.raises(error) as caught:
+        parse_envelope(status, {}, json.dumps(body).encode(), where="GET x")
+    assert type(caught.value) is error
+    if code is not None:
+        assert caught.value.code == code  # type: ignore[attr-defined]
+
+
+def test_model_missing_error_says_how_to_set_the_default() -> None:
+    body = {"error": {"message": "Model name not specified (request id: 7)", "type": "x"}}
+    with pytest.raises(kling.BadRequestError, match=r"KlingClient\(model_name=") as caught:
+        parse_envelope(400, {}, json.dumps(body).encode(), where="POST")
+    assert caught.value.request_id == "7"
+
+
+def test_deeply_nested_json_is_a_parse_error() -> None:
+    # Balanced and deep enough to exceed every supported interpreter's decoder limit (3.13's
+    # decodes 5,000 levels; an unbalanced body would only be invalid JSON there).
+    depth = 100_000
+    with pytest.raises(kling.ResponseParseError, match="nested too deeply"):
+        parse_envelope(200, {}, b"[" * depth + b"]" * depth, where="GET x")
+
+
+async def test_deeply_nested_answer_through_get_task(server: FakeKlingServer) -> None:
+    """The client's path end to end: a hostile body is a ResponseParseError, not RecursionError."""
+    from kling_async.transport import RawResponse
+
+    class Hostile:
+        async def request(self, *args: Any, **kwargs: Any) -> RawResponse:
+            return RawResponse(status=200, headers={}, body=b"[" * 5000)
+
+        async def aclose(self) -> None: ...
+
+    retry = kling.RetryPolicy(max_retries=0)
+    async with client_for(server, transport=Hostile(), retry=retry) as client:
+        with pytest.raises(kling.ResponseParseError):
+            await client.get_task("123")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "task_id",
+                    "id",
+                    "task_status",
+                    "status",
+                    "data",
+                    "code",
+                    "message",
+                    "task_result",
+                    "videos",
+                    "outputs",
+                    "url",
+                    "result_url",
+                    "task_info",
+                    "progress",
+                    "error",
+                ]
+            )
+            | st.text(max_size=8),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(status=st.sampled_from([200, 400, 404, 429, 500]), payload=_json)
+def test_parsers_raise_only_typed_errors(status: int, payload: Any) -> None:
+    """Whatever a server sends: a task, or a KlingError; never a success with no video."""
+    body = json.dumps(payload).encode()
+    try:
+        data = parse_envelope(status, {}, body, where="fuzz")
+        task = parse_task(data, TEXT_TO_VIDEO, where="fuzz")
+    except kling.KlingError:
+        return
+    if task.succeeded:
+        assert any(video.url.startswith(("http://", "https://")) for video in task.videos)
