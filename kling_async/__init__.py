@@ -83,6 +83,7 @@ from .models import TextToVideo as TextToVideo
 from .models import Video as Video
 from .providers import COMETAPI as COMETAPI
 from .providers import KLING as KLING
+from .providers import KLING_STANDARD as KLING_STANDARD
 from .providers import ExternalIdLookup as ExternalIdLookup
 from .providers import Provider as Provider
 from .providers import local_emulator as local_emulator
@@ -102,6 +103,7 @@ from .requests import VirtualTryOn as VirtualTryOn
 from .retry import RetryPolicy as RetryPolicy
 from .scheduler import PollPolicy as PollPolicy
 from .signatures import verify_signature as verify_signature
+from .standard import ApiStyle as ApiStyle
 from .validation import RequestLimits as RequestLimits
 from .watch import Watcher as Watcher
 from .webhooks import WebhookReceiver as WebhookReceiver
@@ -161,6 +163,8 @@ __all__ = [
     "Provider",
     "COMETAPI",
     "KLING",
+    "KLING_STANDARD",
+    "ApiStyle",
     "ExternalIdLookup",
     "local_emulator",
     "RequestLimits",

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from .auth import AccessKeyAuth, ApiKeyAuth, Auth
 from .errors import ConfigurationError
-from .providers import COMETAPI, KLING, Provider
+from .providers import COMETAPI, KLING, KLING_STANDARD, Provider
+from .standard import ApiStyle
 
 if TYPE_CHECKING:
     from .webhooks import WebhookReceiver
@@ -20,13 +21,14 @@ _ENV_SECRET_KEY = "KLING_SECRET_KEY"  # noqa: S105 - a variable name, not a secr
 
 
 def provider_named(name: str) -> Provider:
-    """The provider called *name* (``"cometapi"`` or ``"kling"``)."""
-    providers = {"cometapi": COMETAPI, "kling": KLING}
+    """The provider called *name* (``"cometapi"``, ``"kling"`` or ``"kling-standard"``)."""
+    providers = {"cometapi": COMETAPI, "kling": KLING, "kling-standard": KLING_STANDARD}
     try:
         return providers[name]
     except KeyError:
         raise ConfigurationError(
-            f"unknown provider {name!r}; use 'cometapi', 'kling' or a Provider instance"
+            f"unknown provider {name!r}; use 'cometapi', 'kling', 'kling-standard' or a "
+            "Provider instance"
         ) from None
 
 
@@ -40,21 +42,31 @@ def build_auth(
     if access_key is not None or secret_key is not None:
         if not (access_key and secret_key):
             raise ConfigurationError("access_key and secret_key must be given together")
-        return AccessKeyAuth(access_key, secret_key)
+        return _access_key_auth(provider, access_key, secret_key)
     env_key = os.environ.get(_ENV_API_KEY)
     if env_key:
         return ApiKeyAuth(env_key)
     env_access, env_secret = os.environ.get(_ENV_ACCESS_KEY), os.environ.get(_ENV_SECRET_KEY)
     if env_access and env_secret:
-        return AccessKeyAuth(env_access, env_secret)
+        return _access_key_auth(provider, env_access, env_secret)
     raise ConfigurationError(
         f"no credentials for provider {provider.name!r}: pass api_key=..., or set "
         f"${_ENV_API_KEY} (or ${_ENV_ACCESS_KEY} and ${_ENV_SECRET_KEY} for Kling's own API)"
     )
 
 
+def _access_key_auth(provider: Provider, access_key: str, secret_key: str) -> Auth:
+    if provider.api_style is ApiStyle.STANDARD:
+        # Kling: the new-standard API is "API Key only"; a JWT would meet 401s on every call.
+        raise ConfigurationError(
+            f"provider {provider.name!r} uses Kling's new-standard API, which accepts an API key "
+            "only: pass api_key=... (or use the legacy provider 'kling' with access keys)"
+        )
+    return AccessKeyAuth(access_key, secret_key)
+
+
 def resolve_provider(
-    provider: Provider | Literal["cometapi", "kling"], base_url: str | None
+    provider: Provider | Literal["cometapi", "kling", "kling-standard"], base_url: str | None
 ) -> Provider:
     """The provider named or given, moved to *base_url* when one is set."""
     resolved = provider_named(provider) if isinstance(provider, str) else provider

@@ -24,6 +24,7 @@ import anyio
 import attrs
 
 from . import wire
+from ._by_ids import find_by_external_ids
 from .clock import Clock
 from .errors import (
     APIConnectionError,
@@ -43,6 +44,7 @@ from .models import Task, TaskKind, TaskRequest
 from .providers import ExternalIdLookup, Provider
 from .retry import RetryPolicy
 from .slots import SlotLease, TaskSlots
+from .standard import create_path, standard_body
 
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError, ResponseParseError)
 """Failures after which the create may be tried again (once the look-up allows)."""
@@ -143,7 +145,12 @@ class CreateProtocol:
         A [`Created`][kling_async._create.Created] outcome hands its slot lease to the caller;
         any other outcome has released it.
         """
-        state = _Creating(kind, body, ext_id, await self._acquire_slot())
+        path, standard = kind.path, self.provider.is_standard(kind.name)
+        if standard:
+            # Translated before a slot is taken: a request the new API cannot express fails
+            # here, naming the field, with nothing sent.
+            path, body = create_path(kind.name, body), standard_body(body)
+        state = _Creating(kind, body, ext_id, await self._acquire_slot(), path, standard)
         try:
             outcome = await self._create(state)
         except BaseException:
@@ -226,7 +233,9 @@ class CreateProtocol:
         first_1303: float | None = None
         while True:
             try:
-                return await self._call("POST", state.kind.path, json=state.body, retry=False)
+                return await self._call(
+                    "POST", state.path, json=state.body, retry=False, standard=state.standard
+                )
             except ConcurrencyLimitError as exc:  # noqa: PERF203 - a re-queue, not a hot loop
                 # Definitely not created; someone else holds slots on this account.
                 first_1303 = self._clock.now() if first_1303 is None else first_1303
@@ -303,6 +312,9 @@ class CreateProtocol:
         Raises:
             SubmitUncertainError: the provider has no look-up form configured.
         """
+        if self.provider.is_standard(kind.name):
+            # The new API's own look-up: an empty answer is Kling's word that there is none.
+            return await find_by_external_ids(self._call, ext_id, kind), True
         lookup = self.provider.external_lookup
         if lookup is ExternalIdLookup.NONE:
             raise SubmitUncertainError(
@@ -343,11 +355,21 @@ def _found(found: Task | Uncertain, lease: SlotLease) -> Created | Uncertain:
 class _Creating:
     """One create on its way: what is sent, the slot it holds, and what it learnt so far."""
 
-    __slots__ = ("answer", "body", "ext_id", "kind", "lease", "maybe_created")
+    __slots__ = ("answer", "body", "ext_id", "kind", "lease", "maybe_created", "path", "standard")
 
-    def __init__(self, kind: TaskKind, body: dict[str, Any], ext_id: str, lease: SlotLease):
+    def __init__(
+        self,
+        kind: TaskKind,
+        body: dict[str, Any],
+        ext_id: str,
+        lease: SlotLease,
+        path: str,
+        standard: bool,
+    ) -> None:
         self.kind = kind
         self.body = body
+        self.path = path
+        self.standard = standard
         self.ext_id = ext_id
         # Replaced while a 1303 re-queues the create.
         self.lease = lease

@@ -106,8 +106,11 @@ class RequestPipeline:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         retry: bool = True,
+        standard: bool = False,
     ) -> Any:
         """Send one API request and return its ``data``, retrying transient failures if *retry*.
+
+        *path* is below the provider's prefix, or below its new-standard prefix if *standard*.
 
         Raises:
             ConfigurationError: the client is closed.
@@ -118,7 +121,7 @@ class RequestPipeline:
         if self.closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
         where = f"{method} {path}"
-        url = self.provider.url(path)
+        url = self.provider.standard_url(path) if standard else self.provider.url(path)
         policy = self.retry
 
         def should_retry(error: BaseException, retries: int) -> bool:

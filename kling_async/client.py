@@ -27,6 +27,7 @@ import attrs
 
 from . import dialects, wire
 from ._active import ActiveTasks
+from ._by_ids import fetch_by_ids, fetch_one
 from ._closing import AsyncClosing
 from ._config import build_auth, check_options, resolve_provider
 from ._create import Created, CreateOutcome, CreateProtocol
@@ -59,6 +60,7 @@ from .retry import RetryPolicy
 from .scheduler import PollPolicy
 from .shared import SharedStore
 from .slots import SlotPool, TaskSlots
+from .standard import TASKS_PER_QUERY, ApiStyle
 from .transport import AiohttpTransport, Transport
 from .validation import RequestLimits
 from .watch import Watcher
@@ -88,7 +90,8 @@ class KlingClient(AsyncClosing):
             ``$KLING_ACCESS_KEY``.
         secret_key: Kling secret key; falls back to ``$KLING_SECRET_KEY``.
         auth: a ready [`Auth`][kling_async.auth.Auth] instead of the three above.
-        provider: ``"cometapi"`` (default), ``"kling"``, or a [`Provider`][kling_async.providers.Provider].
+        provider: ``"cometapi"`` (default), ``"kling"``, ``"kling-standard"`` (Kling's new-standard
+            API where a kind has it), or a [`Provider`][kling_async.providers.Provider].
         base_url: another host for the provider (a proxy or the emulator); falls back to
             ``$KLING_BASE_URL``.
         limits: request limits checked before sending; defaults to the provider's.
@@ -133,7 +136,7 @@ class KlingClient(AsyncClosing):
         access_key: str | None = None,
         secret_key: str | None = None,
         auth: Auth | None = None,
-        provider: Provider | Literal["cometapi", "kling"] = "cometapi",
+        provider: Provider | Literal["cometapi", "kling", "kling-standard"] = "cometapi",
         base_url: str | None = None,
         limits: RequestLimits | None = None,
         retry: RetryPolicy | None = None,
@@ -283,6 +286,11 @@ class KlingClient(AsyncClosing):
             task_id, resolved = task, kind_named(kind) if isinstance(kind, str) else kind
         if not task_id or "/" in task_id:
             raise ConfigurationError(f"not a task id: {task_id!r}")
+        if self.provider.is_standard(resolved.name):
+            found = await fetch_one(self._call, task_id, resolved)
+            if self._book.needs_observing(found):
+                await self._book.observe(found)
+            return found
         path = f"{resolved.path}/{task_id}"
         data = await self._call("GET", path)
         if isinstance(task, Task) and task.kind is resolved and task.raw == data:
@@ -517,16 +525,18 @@ class KlingClient(AsyncClosing):
                 async for task in results:
                     print(task.id, task.status)
         """
+        by_ids = self.provider.api_style is ApiStyle.STANDARD
         watcher = Watcher(
             fetch=self.get_task,
-            batch_fetch=self._batch_fetch if self._lists_work else None,
+            batch_fetch=self._batch_fetch if self._lists_work or by_ids else None,
             policy=self.poll_policy,
             clock=self.clock,
             events=self.events,
             on_finished=self._book.observe,
             timeout=timeout,
             task_timeout=task_timeout,
-            batch_size=LIST_PAGE_SIZE,
+            # One /tasks query reads TASKS_PER_QUERY tasks; one list page LIST_PAGE_SIZE.
+            batch_size=TASKS_PER_QUERY if by_ids else LIST_PAGE_SIZE,
             callbacks=self.webhook,
             expects_callback=self.expects_callback if self.webhook is not None else None,
             completions=self.completions,
@@ -539,11 +549,21 @@ class KlingClient(AsyncClosing):
         return watcher
 
     async def _batch_fetch(self, tasks: Sequence[Task]) -> Sequence[Task]:
-        """Check many tasks with list requests (only where the provider lists tasks).
+        """Check many tasks at once: by id on the new-standard API, else with list requests.
 
         Returns every task on the listed pages, not only those asked for: the scheduler counts
         the others it tracks as checked too.
         """
+        standard = [task for task in tasks if self.provider.is_standard(task.kind.name)]
+        if standard:
+            by_id = await fetch_by_ids(self._call, standard)
+            for task in by_id:
+                if self._book.needs_observing(task):
+                    await self._book.observe(task)
+            if len(standard) == len(tasks):
+                return by_id
+            legacy = [task for task in tasks if not self.provider.is_standard(task.kind.name)]
+            return [*by_id, *await self._batch_fetch(legacy)]
         if not self._lists_work:
             return [await self.get_task(task) for task in tasks]
         try:

@@ -10,12 +10,14 @@ import enum
 
 import attrs
 
+from .standard import PRODUCTS, ApiStyle
 from .validation import RequestLimits
 
 __all__ = [
     "COMETAPI",
     "DEFAULT_VIDEO_MODEL",
     "KLING",
+    "KLING_STANDARD",
     "ExternalIdLookup",
     "Provider",
     "local_emulator",
@@ -63,6 +65,11 @@ class Provider:
         real_durations: whether tasks take as long as Kling's (a minute or more): the default
             poll policy then checks where such tasks finish. ``False`` (the emulator, whose
             tasks finish in moments) keeps the age-based schedule from the first seconds.
+        api_style: [`ApiStyle.STANDARD`][kling_async.standard.ApiStyle] sends the kinds that
+            Kling's new-standard API serves (text2video, image2video, motion-control) to its
+            model-in-path endpoints and reads them many at a time through ``GET /tasks``; the
+            other kinds keep their legacy paths. API-key authentication only.
+        standard_prefix: the path prefix of the new-standard endpoints (the host's root at Kling).
 
     Examples:
         >>> KLING.with_base_url("http://127.0.0.1:8765").url("videos/text2video")
@@ -78,10 +85,22 @@ class Provider:
     supports_list: bool = False
     default_model: str | None = DEFAULT_VIDEO_MODEL
     real_durations: bool = True
+    api_style: ApiStyle = ApiStyle.LEGACY
+    standard_prefix: str = ""
 
     def url(self, path: str) -> str:
         """The absolute URL of a resource path."""
         return f"{self.base_url.rstrip('/')}/{self.prefix.strip('/')}/{path.lstrip('/')}"
+
+    def standard_url(self, path: str) -> str:
+        """The absolute URL of a new-standard path (``tasks``, ``text-to-video/kling-3.0``)."""
+        prefix = self.standard_prefix.strip("/")
+        base = f"{self.base_url.rstrip('/')}/{prefix}" if prefix else self.base_url.rstrip("/")
+        return f"{base}/{path.lstrip('/')}"
+
+    def is_standard(self, kind: str) -> bool:
+        """Whether tasks of *kind* (a kind's name) are created and read the new-standard way."""
+        return self.api_style is ApiStyle.STANDARD and kind in PRODUCTS
 
     def with_base_url(self, base_url: str) -> Provider:
         """A copy pointing at another host (a proxy, a regional host, or the emulator)."""
@@ -112,12 +131,17 @@ KLING = Provider(
 )
 """Kling's own API (Singapore host), with an API key or access key + secret key."""
 
+KLING_STANDARD = attrs.evolve(KLING, name="kling-standard", api_style=ApiStyle.STANDARD)
+"""Kling's own API, new-standard style where a kind has it (an API key only): creates go to
+``POST /text-to-video/<model>`` and tasks are read 20 at a time with ``GET /tasks?task_ids=``."""
 
-def local_emulator(base_url: str) -> Provider:
+
+def local_emulator(base_url: str, *, api_style: ApiStyle = ApiStyle.LEGACY) -> Provider:
     """The built-in emulator ([`kling_async.testing.FakeKlingServer`][kling_async.testing.server.FakeKlingServer]) at *base_url*.
 
     It answers the CometAPI paths, supports both external-id look-up and listing, and enforces
-    external-id uniqueness, so its "not found" can be trusted.
+    external-id uniqueness, so its "not found" can be trusted. With
+    ``api_style=ApiStyle.STANDARD`` the client uses the emulator's new-standard endpoints.
 
     Example::
 
@@ -133,4 +157,5 @@ def local_emulator(base_url: str) -> Provider:
         trust_not_found=True,
         supports_list=True,
         real_durations=False,
+        api_style=api_style,
     )

@@ -16,7 +16,7 @@ import anyio.abc
 from ._closing import AsyncScoped
 from .clock import Clock
 from .completion import CompletionModel
-from .errors import WaitTimeoutError
+from .errors import ConfigurationError, WaitTimeoutError
 from .events import Event, EventSink, TaskExpired
 from .models import Task
 from .scheduler import BatchFetch, Fetch, PollPolicy, PollScheduler
@@ -174,7 +174,14 @@ class Watcher(AsyncScoped):
             WaitTimeoutError: the deadline passed; ``pending`` lists the tasks still tracked
                 then, and is empty when the deadline cut off a stream with none tracked (more
                 were still to be added).
+            ConfigurationError: iterated outside ``async with`` (nothing would check the tasks,
+                so the loop would wait forever).
         """
+        if self._group is None:
+            raise ConfigurationError(
+                "a watcher checks its tasks only inside `async with`: write "
+                "`async with client.watch(tasks) as results: async for task in results: ...`"
+            )
         try:
             task = await self._scheduler.__anext__()
         except StopAsyncIteration:

@@ -33,7 +33,15 @@ from .errors import APIError, MissingResultError, ResponseParseError, error_for_
 from .models import Task, TaskKind, TaskRequest, TaskStatus, Video
 from .retry import parse_retry_after
 
-__all__ = ["converter", "parse_envelope", "parse_task", "parse_task_list", "request_body"]
+__all__ = [
+    "converter",
+    "item_id",
+    "parse_envelope",
+    "parse_task",
+    "parse_task_list",
+    "request_body",
+    "task_items",
+]
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 """The library's one converter (never ``cattrs.global_converter``)."""
@@ -420,14 +428,32 @@ def parse_task(data: Any, kind: TaskKind, *, where: str = "", require_result: bo
     return task
 
 
-def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
-    """Parse a list answer (``data`` is an array of tasks)."""
+def task_items(data: Any, *, where: str = "") -> list[Any]:
+    """The task objects of a list answer: ``data`` itself, or its ``result``/``list``/... array.
+
+    Raises:
+        ResponseParseError: the answer holds no array of tasks.
+    """
     if isinstance(data, Mapping):
-        # Some gateways page as {"list": [...]} or {"tasks": [...]}.
+        # Some gateways page as {"list": [...]} or {"tasks": [...]}; Kling's /tasks as
+        # {"result": [...]}.
         data = _first(data, "list", "tasks", "items", "result")
     if not isinstance(data, list):
         raise ResponseParseError("expected a list of tasks", where=where)
-    return [parse_task(item, kind, where=where) for item in data]
+    return data
+
+
+def item_id(item: Any) -> str | None:
+    """The id of one task object of a list answer (``task_id`` or ``id``), if it has one."""
+    if not isinstance(item, Mapping):
+        return None
+    ident = _first(item, "task_id", "id")
+    return str(ident) if ident is not None else None
+
+
+def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
+    """Parse a list answer (``data`` is an array of tasks)."""
+    return [parse_task(item, kind, where=where) for item in task_items(data, where=where)]
 
 
 def _drop_none(value: Any) -> Any:

@@ -22,6 +22,7 @@ from ._jwt import JwtRejectedError, verify_jwt
 from ._kinds import SYNCHRONOUS, KindSpec
 from ._newapi import NewApiRelay
 from ._records import ServerStats
+from ._standard import PRODUCT_KINDS, StandardSite
 from ._tasks import FakeTask, render_task, render_wrapped
 
 __all__ = ["ApiSite", "Handler"]
@@ -30,7 +31,7 @@ Handler = Callable[[web.Request, KindSpec], Awaitable[web.StreamResponse]]
 """A route's handler: the request and the task kind its path names."""
 
 
-class ApiSite:
+class ApiSite(StandardSite):
     """Mixin of [`FakeKlingServer`][kling_async.testing.server.FakeKlingServer] holding the API pipeline.
 
     Every API request is recorded, may meet a fault, is authenticated and rate-limited, and is
@@ -189,6 +190,16 @@ class ApiSite:
                     app.router.add_post(
                         f"{prefix}/{path}", self._route("create", kind, self._synchronous(answer))
                     )
+        if self.relay is None and self.kinds:
+            # Kling's new-standard API, at the root (no gateway documents it).
+            anchor = self.kinds[0]  # the handlers find the kind from the path themselves
+            products = "|".join(PRODUCT_KINDS)
+            app.router.add_post(
+                f"/{{product:{products}}}/{{model}}",
+                self._route("create", anchor, self._standard_create),
+            )
+            app.router.add_get("/tasks", self._route("query", anchor, self._standard_query))
+            app.router.add_post("/tasks", self._route("list", anchor, self._standard_list))
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 

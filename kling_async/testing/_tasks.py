@@ -67,6 +67,8 @@ class FakeTask:
     """Server clock of the last ``set_status``."""
     last_notified: Status | None = None
     """Last status a callback was fired for."""
+    standard: bool = False
+    """Created through the new-standard API (its callbacks use the new-style body, §5.3)."""
 
     def status_at(self, now: float) -> Status:
         """The status at server-clock time *now*."""

@@ -369,6 +369,25 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
             refused = self.relay.incoming_create(body)
             if refused is not None:
                 return refused
+        task = self._create_task(kind, body)
+        if not isinstance(task, FakeTask):
+            return task
+        if self.relay is not None:
+            return self.relay.created(task, self._seconds)
+        info = {"external_task_id": task.external_task_id} if task.external_task_id else {}
+        created = self._stamp(task.created)
+        return self._ok(
+            {
+                "task_id": task.task_id,
+                "task_status": "submitted",
+                "task_info": info,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+
+    def _create_task(self, kind: KindSpec, body: dict[str, Any]) -> FakeTask | web.Response:
+        """Validate a legacy-shaped create *body* and make its task, or answer the refusal."""
         external = body.get("external_task_id")
         external_id = external if isinstance(external, str) and external else None
         if external_id is not None:
@@ -381,20 +400,7 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
             return self._error(400, 1201, "external_task_id already exists")
         if self.max_active_tasks is not None and self.active_count() >= self.max_active_tasks:
             return self._error(429, 1303, "parallel task over resource pack limit")
-        task = self._new_task(kind, body, external_id)
-        if self.relay is not None:
-            return self.relay.created(task, self._seconds)
-        info = {"external_task_id": external_id} if external_id is not None else {}
-        created = self._stamp(task.created)
-        return self._ok(
-            {
-                "task_id": task.task_id,
-                "task_status": "submitted",
-                "task_info": info,
-                "created_at": created,
-                "updated_at": created,
-            }
-        )
+        return self._new_task(kind, body, external_id)
 
     def _synchronous(self, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
         """A handler for a step that answers at once and creates no task (identify-face)."""
@@ -469,7 +475,8 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
             if status == task.last_notified:
                 continue
             task.last_notified = status
-            render = render_new_style if self.callback_style == "new" else render_task
+            new_style = task.standard or self.callback_style == "new"
+            render = render_new_style if new_style else render_task
             due.append((task.callback_url, render(task, now, self.cdn_url, self._stamp)))
         if due:
             await asyncio.gather(
