@@ -27,9 +27,12 @@ FAST_RETRY = kling.RetryPolicy(base=0.01, cap=0.05, jitter=0.0)
 """Retries that do not stretch a benchmark when the emulator hiccups."""
 
 
-def emulator_provider(url: str, *, supports_list: bool = True) -> kling.Provider:
-    """The emulator provider at *url*, optionally pretending it cannot list (like CometAPI)."""
-    provider = kling.local_emulator(url)
+def emulator_provider(
+    url: str, *, supports_list: bool = True, api_style: kling.ApiStyle = kling.ApiStyle.LEGACY
+) -> kling.Provider:
+    """The emulator provider at *url*, optionally pretending it cannot list (like CometAPI),
+    or reading tasks by id with Kling's new-standard API."""
+    provider = kling.local_emulator(url, api_style=api_style)
     return attrs.evolve(provider, supports_list=supports_list)
 
 
@@ -40,11 +43,12 @@ def make_client(
     poll: kling.PollPolicy | None = None,
     max_active_tasks: int | None = None,
     api_key: str = API_KEY,
+    api_style: kling.ApiStyle = kling.ApiStyle.LEGACY,
 ) -> kling.KlingClient:
     """A client for the emulator at *url* with no request pacing (``rate=None``)."""
     return kling.KlingClient(
         api_key=api_key,
-        provider=emulator_provider(url, supports_list=supports_list),
+        provider=emulator_provider(url, supports_list=supports_list, api_style=api_style),
         retry=FAST_RETRY,
         rate=None,
         poll=poll,

@@ -13,7 +13,8 @@ Compared, each against a fresh emulator in this process with N tasks:
 * **library**: ``client.watch(tasks)`` with :class:`PollPolicy` times multiplied by the scale:
   the default policy, and a "tuned" one that uses the known durations (first check at 55 s,
   then every 10 s). Each is run with the list endpoint (batched checks, as Kling's own API
-  allows) and without it (one GET per check, as on CometAPI).
+  allows), without it (one GET per check, as on CometAPI), and reading tasks by id with
+  Kling's new-standard ``GET /tasks?task_ids=`` (20 per request, no list route needed).
 
 Detection latency is the time the caller saw the finished task minus the emulator's recorded
 finish time, divided by the scale ("equivalent seconds"). Requests are counted by the emulator
@@ -71,12 +72,15 @@ async def _one_run(
     seed: int,
     policy: kling.PollPolicy | None,
     supports_list: bool,
+    api_style: kling.ApiStyle = kling.ApiStyle.LEGACY,
 ) -> dict[str, Any]:
     """Run one strategy (``policy=None``: the naive loop) on a fresh emulator."""
     timeline = Timeline(queue_seconds=0.0, processing_seconds=_duration_source(scale, seed))
     async with FakeKlingServer(api_key=API_KEY, timeline=timeline, seed=seed) as server:
         seen_at: dict[str, float] = {}
-        async with make_client(server.url, supports_list=supports_list, poll=policy) as client:
+        async with make_client(
+            server.url, supports_list=supports_list, poll=policy, api_style=api_style
+        ) as client:
             created = await client.submit_many(prompts(tasks, f"rpt-{name}"), concurrency=32)
             before = server.stats.routes["query"] + server.stats.routes["list"]
             if policy is None:
@@ -117,16 +121,19 @@ async def run(tasks: int = 200, scale: float = 0.02, seed: int = 7) -> dict[str,
     default = scaled_policy(kling.PollPolicy(), scale)
     tuned = scaled_policy(TUNED, scale)
     tuned_8s = scaled_policy(TUNED_8S, scale)
-    variants: list[tuple[str, kling.PollPolicy | None, bool]] = [
-        ("naive fixed 10 s loop", None, False),
-        ("default policy, no list", default, False),
-        ("default policy, list", default, True),
-        ("tuned policy, no list", tuned, False),
-        ("tuned policy, list", tuned, True),
-        ("tuned 8 s policy, list", tuned_8s, True),
+    legacy, by_id = kling.ApiStyle.LEGACY, kling.ApiStyle.STANDARD
+    variants: list[tuple[str, kling.PollPolicy | None, bool, kling.ApiStyle]] = [
+        ("naive fixed 10 s loop", None, False, legacy),
+        ("default policy, no list", default, False, legacy),
+        ("default policy, list", default, True, legacy),
+        ("default policy, by id (new API)", default, False, by_id),
+        ("tuned policy, no list", tuned, False, legacy),
+        ("tuned policy, list", tuned, True, legacy),
+        ("tuned policy, by id (new API)", tuned, False, by_id),
+        ("tuned 8 s policy, list", tuned_8s, True, legacy),
     ]
     rows = []
-    for name, policy, supports_list in variants:
+    for name, policy, supports_list, api_style in variants:
         rows.append(
             await _one_run(
                 name,
@@ -135,6 +142,7 @@ async def run(tasks: int = 200, scale: float = 0.02, seed: int = 7) -> dict[str,
                 seed=seed,
                 policy=policy,
                 supports_list=supports_list,
+                api_style=api_style,
             )
         )
     baseline = rows[0]

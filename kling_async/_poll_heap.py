@@ -18,15 +18,18 @@ __all__ = ["DueHeap"]
 class DueHeap:
     """Tracked tasks ordered by the time of their next check. Strictly private."""
 
-    __slots__ = ("_batch_size", "_batching", "_heap", "_seq")
+    __slots__ = ("_batch_size", "_batching", "_heap", "_lookahead", "_seq")
 
-    def __init__(self, *, batching: bool, batch_size: int) -> None:
+    def __init__(self, *, batching: bool, batch_size: int, lookahead: float = 0.0) -> None:
         """Create an empty heap.
 
         Args:
             batching: batchable tasks are checked together (the scheduler has a batch fetch).
             batch_size: the most tasks in one batch.
+            lookahead: a batch started by a due task takes batchable tasks due up to this many
+                seconds later too.
         """
+        self._lookahead = lookahead
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
         self._batching = batching
@@ -64,7 +67,7 @@ class DueHeap:
             if seq != entry.heap_seq:
                 heapq.heappop(heap)
                 continue
-            if due_at > now:
+            if due_at > now and not (batch and due_at <= now + self._lookahead):
                 break
             joins_batch = batching and entry.batchable
             if batch and not joins_batch:

@@ -537,6 +537,10 @@ class KlingClient(AsyncClosing):
             task_timeout=task_timeout,
             # One /tasks query reads TASKS_PER_QUERY tasks; one list page LIST_PAGE_SIZE.
             batch_size=TASKS_PER_QUERY if by_ids else LIST_PAGE_SIZE,
+            # A read by id answers only what it asks: tasks keep their own schedules, and a
+            # query that is sent anyway takes along tasks due within one minimum gap.
+            batch_pages=not by_ids,
+            batch_lookahead=self.poll_policy.min_interval if by_ids else 0.0,
             callbacks=self.webhook,
             expects_callback=self.expects_callback if self.webhook is not None else None,
             completions=self.completions,

@@ -84,6 +84,8 @@ class PollScheduler:
         clock: Clock | None = None,
         batch_fetch: BatchFetch | None = None,
         batch_size: int = 100,
+        batch_pages: bool = True,
+        batch_lookahead: float = 0.0,
         events: EventSink | None = None,
         on_finished: Callable[[Task], None] | None = None,
         retry_budget: int | None = 10,
@@ -100,6 +102,14 @@ class PollScheduler:
                 while two or more tasks are tracked (even for one due task: its answer also
                 covers the others).
             batch_size: the most tasks per *batch_fetch* call.
+            batch_pages: *batch_fetch* reads list pages that cover every tracked task at once
+                (Kling's list route), so tracked tasks share one list pace
+                ([`PollPolicy.list_interval`][kling_async.scheduler.PollPolicy.list_interval]). ``False``: it reads only the tasks it is
+                given (by id), so each task keeps its own schedule and only due checks are
+                batched.
+            batch_lookahead: seconds; a batch of due tasks is topped up with tasks due within
+                this much more, up to *batch_size*: an early check costs nothing when the
+                request is sent anyway (by-id reads; 0 for none).
             events: receives [`TaskPolled`][kling_async.events.TaskPolled],
                 [`Retrying`][kling_async.events.Retrying], [`TaskFinished`][kling_async.events.TaskFinished]
                 and [`TaskExpired`][kling_async.events.TaskExpired] events.
@@ -117,10 +127,13 @@ class PollScheduler:
         """
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size!r}")
+        if batch_lookahead < 0:
+            raise ConfigurationError(f"batch_lookahead must be >= 0, got {batch_lookahead!r}")
         if retry_budget is not None and retry_budget < 1:
             raise ConfigurationError(f"retry_budget must be >= 1 or None, got {retry_budget!r}")
         self._fetch = fetch
         self._batch_fetch = batch_fetch
+        self._batch_pages = batch_pages
         self._policy = policy if policy is not None else PollPolicy()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._events = events
@@ -130,7 +143,9 @@ class PollScheduler:
 
         self._entries: dict[str, Entry] = {}
         self._seen: set[str] = set()
-        self._due = DueHeap(batching=batch_fetch is not None, batch_size=batch_size)
+        self._due = DueHeap(
+            batching=batch_fetch is not None, batch_size=batch_size, lookahead=batch_lookahead
+        )
 
         self._closed = False
         self._stopped = False
@@ -351,7 +366,7 @@ class PollScheduler:
             for entry in entries:
                 task = by_id.pop(entry.task.id, None)
                 if task is not None:
-                    entry.listed = True
+                    entry.listed = self._batch_pages
                     self._checked(entry, task)
                 elif failure is not None:
                     # Not reached before the failure: a failed check, not an unlisted task.
@@ -445,7 +460,7 @@ class PollScheduler:
 
     def _next_gap(self, entry: Entry, now: float) -> float:
         # A lone tracked task is not checked by list: its own GET is lighter and buys the same.
-        listing = self._batch_fetch is not None and len(self._entries) > 1
+        listing = self._batch_fetch is not None and self._batch_pages and len(self._entries) > 1
         return entry.next_gap(self._policy, now, listing, self._rng)
 
     def _schedule(self, entry: Entry, when: float) -> float:

@@ -61,6 +61,8 @@ class Watcher(AsyncScoped):
         timeout: float | None,
         task_timeout: float | None,
         batch_size: int = 100,
+        batch_pages: bool = True,
+        batch_lookahead: float = 0.0,
         callbacks: CallbackRoute | None = None,
         expects_callback: Callable[[Task], bool] | None = None,
         completions: CompletionModel | None = None,
@@ -73,6 +75,8 @@ class Watcher(AsyncScoped):
             clock=clock,
             batch_fetch=batch_fetch,
             batch_size=batch_size,
+            batch_pages=batch_pages,
+            batch_lookahead=batch_lookahead,
             events=self._event if callbacks is not None else events,
             completions=completions,
         )

@@ -218,3 +218,28 @@ def test_translation_examples() -> None:
     }
     with pytest.raises(kling.ValidationError, match="no path"):
         create_path("effects", body)
+
+
+def test_a_due_batch_takes_along_tasks_due_within_the_lookahead() -> None:
+    """The by-id regime's fill: due tasks start a batch, tasks due soon join it, later ones
+    wait; without a due task nothing is taken early."""
+    from kling_async._poll_entry import Entry
+    from kling_async._poll_heap import DueHeap
+
+    def entry(name: str) -> Entry:
+        task = kling.Task(id=name, kind=kling.TEXT_TO_VIDEO, status=kling.TaskStatus.SUBMITTED)
+        return Entry(task, 0.0, None, False)
+
+    heap = DueHeap(batching=True, batch_size=20, lookahead=2.0)
+    for name, when in (("due", 1.0), ("soon", 2.5), ("later", 3.5)):
+        heap.push(entry(name), when)
+    assert heap.take(0.5) is None
+    taken = heap.take(1.0)
+    assert taken is not None
+    assert [item.task.id for item in taken] == ["due", "soon"]
+    plain = DueHeap(batching=True, batch_size=20)
+    for name, when in (("due", 1.0), ("soon", 2.5)):
+        plain.push(entry(name), when)
+    taken = plain.take(1.0)
+    assert taken is not None
+    assert [item.task.id for item in taken] == ["due"]
