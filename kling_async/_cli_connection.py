@@ -12,7 +12,7 @@ import click
 from .client import ENV_BASE_URL, KlingClient
 from .errors import ConfigurationError
 from .limiter import RateLimit
-from .providers import COMETAPI, KLING, Provider, local_emulator
+from .providers import COMETAPI, KLING, KLING_STANDARD, Provider, local_emulator
 from .retry import RetryPolicy
 from .scheduler import PollPolicy
 
@@ -64,7 +64,8 @@ class Connection:
             if not base.startswith(("http://", "https://")):
                 raise click.UsageError(f"--base-url must start with http:// or https://: {base}")
             return local_emulator(base), None
-        return (KLING if name == "kling" else COMETAPI), self.base_url
+        named = {"kling": KLING, "kling-standard": KLING_STANDARD}
+        return named.get(name, COMETAPI), self.base_url
 
     def client(self, *, max_active: int | None = None, rate: float | None = None) -> KlingClient:
         """A client for these options; bad or missing credentials are usage errors."""
@@ -110,8 +111,9 @@ def connection_options(function: _F) -> _F:
         click.option("--base-url", help=f"Another API host (default: ${ENV_BASE_URL})."),
         click.option(
             "--provider",
-            type=click.Choice(["cometapi", "kling", "emulator"]),
-            help="Which API: cometapi (default), kling, or emulator (needs --base-url).",
+            type=click.Choice(["cometapi", "kling", "kling-standard", "emulator"]),
+            help="Which API: cometapi (default), kling, kling-standard (Kling's new-standard "
+            "API), or emulator (needs --base-url).",
         ),
     ]
     for option in reversed(options):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -9,11 +10,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
+
+from ._images import MAX_BYTES, image_problem
 from .kinds import KINDS, request_problems
 from .models import TaskRequest
 from .validation import RequestLimits
 
-__all__ = ["InputError", "load_items"]
+__all__ = ["InputError", "image_field", "load_items"]
 
 # How CSV cells become values; the request classes check the values themselves.
 _BOOL_FIELDS = frozenset({"watermark", "multi_shot", "asmr_mode"})
@@ -211,3 +215,27 @@ def load_items(path: Path, limits: RequestLimits) -> list[tuple[str, TaskRequest
 
 
 # -- connection options -----------------------------------------------------------------------
+
+
+def image_field(value: str) -> str:
+    """``--image``: an http(s) URL as given, or a local image file as base64, checked first.
+
+    Raises:
+        click.UsageError: the file cannot be read, is too big, or is not a usable JPG/PNG.
+    """
+    if value.startswith(("http://", "https://")):
+        return value
+    path = Path(value)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise click.UsageError(
+                f"--image {value}: {size / 1024 / 1024:.1f} MB; images may be at most 10 MB"
+            )
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError as exc:
+        raise click.UsageError(f"--image {value}: {exc.strerror or exc}") from None
+    problem = image_problem(encoded)
+    if problem is not None:
+        raise click.UsageError(f"--image {value} {problem}")
+    return encoded

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from rich.console import Console
 
 from ._cli_connection import Connection, connection_from, connection_options
 from ._cli_demo import run_demo
-from ._cli_input import InputError, load_items
+from ._cli_input import InputError, image_field, load_items
 from ._cli_run import (
     EXIT_FAILED,
     EXIT_JOURNAL_BUSY,
@@ -43,8 +44,8 @@ from .errors import KlingError, NotFoundError, StorageError, TaskFailedError, Wa
 from .events import Event, TaskSubmitted
 from .journal import SqliteJournal
 from .journal_postgres import BatchStatus, is_postgres_url
-from .kinds import KINDS
-from .models import TaskRequest, TextToVideo
+from .kinds import KINDS, build_request
+from .models import TaskRequest
 from .progress import batch_display, summary_table, task_display
 
 __all__ = [
@@ -84,7 +85,18 @@ def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
 
 
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
+@click.option(
+    "--kind",
+    type=click.Choice(["text2video", "image2video"]),
+    default="text2video",
+    show_default=True,
+    help="What to make the video from (batch files take every kind).",
+)
+@click.option(
+    "--image",
+    help="image2video: the first frame, a local .png/.jpg (sent as base64) or an http(s) URL.",
+)
 @click.option("--model", "model_name", help="Model name, e.g. kling-v2-6.")
 @click.option("--mode", type=click.Choice(["std", "pro"]), help="Quality mode.")
 @click.option("--duration", default="5", show_default=True, help="Seconds.")
@@ -105,7 +117,9 @@ def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
 def generate(
     ctx: click.Context,
     /,
-    prompt: str,
+    prompt: str | None,
+    kind: str,
+    image: str | None,
     model_name: str | None,
     mode: str | None,
     duration: str,
@@ -115,18 +129,25 @@ def generate(
     timeout: float,
     **given: Any,
 ) -> None:
-    """Generate one video from PROMPT and download it."""
+    """Generate one video from PROMPT (and, with --kind image2video, an --image) and download it."""
     connection = connection_from(ctx, **given)
     provider, _ = connection.resolve()
+    fields: dict[str, Any] = {
+        "prompt": prompt,
+        "model_name": model_name,
+        "mode": mode,
+        "duration": duration,
+        "aspect_ratio": aspect_ratio,
+        "negative_prompt": negative_prompt,
+    }
+    if kind == "image2video":
+        if image is None:
+            raise click.UsageError("--kind image2video needs --image (a file or an http(s) URL)")
+        fields["image"] = image_field(image)
+    elif image is not None:
+        raise click.UsageError("--image goes with --kind image2video")
     try:
-        request = TextToVideo(
-            prompt=prompt,
-            model_name=model_name,
-            mode=mode,  # type: ignore[arg-type]  # click.Choice restricts it
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            negative_prompt=negative_prompt,
-        )
+        request = build_request(kind, {name: value for name, value in fields.items() if value})
         provider.limits.check(request)
     except (ValueError, KlingError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -155,7 +176,7 @@ def generate(
 
 async def _generate(
     connection: Connection,
-    request: TextToVideo,
+    request: TaskRequest,
     output: str,
     timeout: float,
     console: Console,
@@ -409,6 +430,33 @@ async def _status(client: KlingClient, task_id: str, kind: str, console: Console
             lines.append(f"  watermarked: {video.watermark_url}")
     for line in lines:
         console.print(line, highlight=False, markup=False)
+    return 0
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
+@connection_options
+@click.pass_context
+def account(ctx: click.Context, /, days: int, **given: Any) -> None:
+    """Show the account's resource packs and what is left (Kling direct: --provider kling)."""
+    client = connection_from(ctx, **given).client()
+    ctx.exit(run(_account(client, days, stdout_console())))
+
+
+async def _account(client: KlingClient, days: int, console: Console) -> int:
+    end = datetime.now(timezone.utc)
+    async with client:
+        costs = await client.account_costs(start=end - timedelta(days=days), end=end)
+    if not costs.packs:
+        console.print("no resource packs", highlight=False)
+    for pack in costs.packs:
+        until = f", until {pack.expires_at.date().isoformat()}" if pack.expires_at else ""
+        console.print(
+            f"{pack.name or pack.id or '?'}: {pack.remaining or 0:g} of {pack.total or 0:g} "
+            f"left ({pack.status or 'unknown'}{until})",
+            highlight=False,
+            markup=False,
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -34,6 +35,7 @@ from ._create import Created, CreateOutcome, CreateProtocol
 from ._fanout import submit_all
 from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
 from ._pipeline import RequestPipeline
+from .account import AccountCosts
 from .auth import Auth
 from .clock import Clock, SystemClock
 from .completion import CompletionModel, profile_of
@@ -67,6 +69,9 @@ from .watch import Watcher
 from .webhooks import WebhookReceiver
 
 __all__ = ["ENV_BASE_URL", "KlingClient", "new_external_task_id"]
+
+_ACCOUNT_GAP = 1.0
+"""Seconds between two ``GET /account/costs`` of one client (Kling: QPS <= 1)."""
 
 logger = logging.getLogger("kling_async.client")
 
@@ -234,6 +239,8 @@ class KlingClient(AsyncClosing):
         # Cleared when the provider turns out to answer no list route despite supports_list.
         self._lists_work = resolved.supports_list
         self._downloader: Downloader | None = None
+        self._account_gate = anyio.Lock()
+        self._account_last = -_ACCOUNT_GAP
         if webhook is not None:
             webhook.bind(self)
 
@@ -353,6 +360,42 @@ class KlingClient(AsyncClosing):
             SubmitUncertainError: when the provider has no look-up form configured.
         """
         return await self._creates.find_created(external_task_id, _kind(kind))
+
+    async def account_costs(
+        self, *, start: datetime | None = None, end: datetime | None = None
+    ) -> AccountCosts:
+        """The account's resource packs and what is left of them (Kling direct only).
+
+        ``GET /account/costs``, which Kling asks to call at most once a second: calls from
+        this client are spaced so. The window defaults to the last 30 days.
+
+        Raises:
+            ConfigurationError: the provider has no account endpoint (CometAPI documents
+                none; check your balance in its console), or *start* is after *end*.
+        """
+        if not self.provider.supports_account:
+            raise ConfigurationError(
+                f"provider {self.provider.name!r} has no account endpoint (Kling's "
+                "GET /account/costs is for Kling direct; CometAPI shows its balance in its console)"
+            )
+        end = end or datetime.now(timezone.utc)
+        start = start or end - timedelta(days=30)
+        if start > end:
+            raise ConfigurationError("account_costs: start must not be after end")
+        params = {
+            "start_time": str(int(start.timestamp() * 1000)),
+            "end_time": str(int(end.timestamp() * 1000)),
+        }
+        async with self._account_gate:
+            # Kling: "control the request rate (QPS<=1)"; a 1302 would only cost a retry.
+            wait = self._account_last + _ACCOUNT_GAP - self.clock.now()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            try:
+                data = await self._call("GET", "account/costs", params=params, standard=True)
+            finally:
+                self._account_last = self.clock.now()
+        return wire.parse_account_costs(data, where="GET account/costs")
 
     # -- creating tasks --------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class Provider:
             model-in-path endpoints and reads them many at a time through ``GET /tasks``; the
             other kinds keep their legacy paths. API-key authentication only.
         standard_prefix: the path prefix of the new-standard endpoints (the host's root at Kling).
+        supports_account: whether Kling's account endpoints (``GET /account/costs``) answer,
+            beside the new-standard ones. CometAPI documents none.
 
     Examples:
         >>> KLING.with_base_url("http://127.0.0.1:8765").url("videos/text2video")
@@ -87,6 +89,7 @@ class Provider:
     real_durations: bool = True
     api_style: ApiStyle = ApiStyle.LEGACY
     standard_prefix: str = ""
+    supports_account: bool = False
 
     def url(self, path: str) -> str:
         """The absolute URL of a resource path."""
@@ -128,6 +131,7 @@ KLING = Provider(
     external_lookup=ExternalIdLookup.PATH,
     trust_not_found=True,
     supports_list=True,
+    supports_account=True,
 )
 """Kling's own API (Singapore host), with an API key or access key + secret key."""
 
@@ -158,4 +162,5 @@ def local_emulator(base_url: str, *, api_style: ApiStyle = ApiStyle.LEGACY) -> P
         supports_list=True,
         real_durations=False,
         api_style=api_style,
+        supports_account=True,
     )

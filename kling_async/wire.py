@@ -29,6 +29,7 @@ from cattrs.errors import BaseValidationError
 
 from . import dialects
 from ._urls import is_http_url
+from .account import AccountCosts, ResourcePack
 from .errors import APIError, MissingResultError, ResponseParseError, error_for_response
 from .models import Task, TaskKind, TaskRequest, TaskStatus, Video
 from .retry import parse_retry_after
@@ -36,6 +37,7 @@ from .retry import parse_retry_after
 __all__ = [
     "converter",
     "item_id",
+    "parse_account_costs",
     "parse_envelope",
     "parse_task",
     "parse_task_list",
@@ -454,6 +456,47 @@ def item_id(item: Any) -> str | None:
 def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
     """Parse a list answer (``data`` is an array of tasks)."""
     return [parse_task(item, kind, where=where) for item in task_items(data, where=where)]
+
+
+_PACK_FIELDS = {
+    "name": "resource_pack_name",
+    "id": "resource_pack_id",
+    "type": "resource_pack_type",
+    "total": "total_quantity",
+    "remaining": "remaining_quantity",
+    "status": "status",
+    "purchased_at": "purchase_time",
+    "effective_at": "effective_time",
+    "expires_at": "invalid_time",
+}
+
+
+def parse_account_costs(data: Any, *, where: str = "") -> AccountCosts:
+    """Read ``GET /account/costs``'s ``data`` (``resource_pack_subscribe_infos[]``).
+
+    Raises:
+        ResponseParseError: the answer holds no list of packs, or a pack's field has the wrong
+            type (a quantity that is not a number, say).
+    """
+    if not isinstance(data, Mapping):
+        raise ResponseParseError(f"expected an object, got {_shape(data)}", where=where)
+    infos = data.get("resource_pack_subscribe_infos", [])
+    if not isinstance(infos, list) or not all(isinstance(info, Mapping) for info in infos):
+        raise ResponseParseError(
+            f"resource_pack_subscribe_infos must be a list of objects, got {_shape(infos)}",
+            where=where,
+        )
+    packs = []
+    for info in infos:
+        fields = {ours: info.get(theirs) for ours, theirs in _PACK_FIELDS.items()}
+        try:
+            packs.append(converter.structure(fields, ResourcePack))
+        except BaseValidationError as exc:
+            details = "; ".join(cattrs.transform_error(exc, path="pack"))
+            raise ResponseParseError(f"malformed resource pack: {details}", where=where) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ResponseParseError(f"malformed resource pack: {exc}", where=where) from None
+    return AccountCosts(packs=tuple(packs), raw=dict(data))
 
 
 def _drop_none(value: Any) -> Any:

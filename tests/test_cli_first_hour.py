@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -184,3 +186,45 @@ def test_refused_connections_get_fewer_retries_than_timeouts() -> None:
     assert policy.should_retry(timeout, 4)
     assert not policy.should_retry(timeout, 5)
     assert kling.RetryPolicy(max_connect_retries=4).should_retry(refused, 3)
+
+
+def _png_file(path: Path, width: int, height: int) -> Path:
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+    path.write_bytes(header + struct.pack(">II", width, height) + b"\x08\x02\0\0\0" + b"\0" * 40)
+    return path
+
+
+def test_generate_image2video_sends_a_local_image_as_base64(
+    emulator: FakeKlingServer, tmp_path: Path
+) -> None:
+    """``generate --kind image2video --image ./cat.png``: the file goes as base64."""
+    image = _png_file(tmp_path / "cat.png", 640, 480)
+    out = tmp_path / "clip.mp4"
+    args = ["generate", "The cat waves", "--kind", "image2video", "--image", str(image)]
+    result = invoke([*_connect(emulator), *args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (task,) = emulator.tasks.values()
+    assert task.kind.name == "image2video"
+    assert base64.b64decode(task.body["image"]) == image.read_bytes()
+    assert out.read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--kind", "image2video"], "needs --image"),
+        (["--image", "https://example.test/a.png"], "--image goes with --kind image2video"),
+        (["--kind", "image2video", "--image", "missing.png"], "No such file"),
+        (["--kind", "image2video", "--image", "SMALL"], "at least 300 px"),
+    ],
+)
+def test_generate_image_mistakes_are_one_line_before_any_request(
+    emulator: FakeKlingServer, tmp_path: Path, args: list[str], words: str
+) -> None:
+    small = _png_file(tmp_path / "small.png", 100, 100)
+    args = [str(small) if arg == "SMALL" else arg for arg in args]
+    result = invoke([*_connect(emulator), "generate", "x", *args, "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert words in result.output
+    assert "Traceback" not in result.output
+    assert emulator.requests_to("api") == []

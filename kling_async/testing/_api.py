@@ -200,6 +200,7 @@ class ApiSite(StandardSite):
             )
             app.router.add_get("/tasks", self._route("query", anchor, self._standard_query))
             app.router.add_post("/tasks", self._route("list", anchor, self._standard_list))
+            app.router.add_get("/account/costs", self._route("other", anchor, self._account_costs))
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 

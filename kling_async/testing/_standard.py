@@ -10,7 +10,9 @@ new-api document none of it):
   ``{"result": [<item>, ...]}`` of new-style items (``status: "succeeded"``, ``outputs``);
 * ``POST /tasks``: the cursor list (``cursor``, ``limit`` up to 500, ``filters`` on ``status``
   and ``product_type``), answered as ``{"result": [...], "next_cursor": ...}``;
-* an API key only: a JWT made from access keys is refused (401, 1002).
+* an API key only: a JWT made from access keys is refused (401, 1002);
+* ``GET /account/costs`` (start_time and end_time in ms required; QPS <= 1, else 429/1302):
+  one video resource pack that succeeded tasks use up.
 
 This is parsed here on its own, not with the library's translation, so that the two can
 disagree in a test.
@@ -53,6 +55,8 @@ class StandardSite:
 
     api_key: str | None
     kinds: tuple[KindSpec, ...]
+    resource_pack_units: float
+    _account_asked_at: float | None
     _tasks: dict[str, FakeTask]
     _by_external: dict[str, FakeTask]
     clock: Callable[[], float]
@@ -118,6 +122,35 @@ class StandardSite:
         found = [store[ident] for ident in dict.fromkeys(wanted) if ident in store]
         items = [render_new_style(task, now, self.cdn_url, self._stamp) for task in found]
         return self._ok({"result": items})
+
+    async def _account_costs(self, request: web.Request, _: KindSpec) -> web.StreamResponse:
+        """``GET /account/costs``: one video pack, used up by succeeded tasks; QPS <= 1."""
+        now = self.clock()
+        last, self._account_asked_at = self._account_asked_at, now
+        if last is not None and now - last < 1.0:
+            return self._error(429, 1302, "Request too fast, exceeds rate limit (QPS<=1)")
+        for name in ("start_time", "end_time"):
+            if not request.query.get(name, "").isdigit():
+                return self._error(400, 1201, f"{name}: required, a Unix time in milliseconds")
+        used = sum(
+            float(task.unit_deduction())
+            for task in self._tasks.values()
+            if task.status_at(now) == "succeed"
+        )
+        total = self.resource_pack_units
+        remaining = max(0.0, total - used)
+        pack = {
+            "resource_pack_name": f"Video Generation - {total:g} units",
+            "resource_pack_id": "rp-emulated-1",
+            "resource_pack_type": "decreasing_total",
+            "total_quantity": total,
+            "remaining_quantity": remaining,
+            "purchase_time": self._stamp(0.0),
+            "effective_time": self._stamp(0.0),
+            "invalid_time": self._stamp(365 * 86400.0),
+            "status": "online" if remaining > 0 else "runOut",
+        }
+        return self._ok({"code": 0, "msg": "", "resource_pack_subscribe_infos": [pack]})
 
     async def _standard_list(self, request: web.Request, _: KindSpec) -> web.StreamResponse:
         denied = self._api_key_only(request)

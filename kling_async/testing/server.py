@@ -97,6 +97,7 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         dialect: Literal["kling", "new-api"] = "kling",
         gateway_poll_interval: float = 15.0,
         upstream_200_errors: bool = False,
+        resource_pack_units: float = 1000.0,
     ) -> None:
         if host not in LOCAL_HOSTS:
             raise ValueError(f"the emulator only binds to loopback, not {host!r}")
@@ -157,6 +158,10 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         """Size of the ``mdat`` payload of generated videos."""
         self.clock = clock
         """Server clock (monotonic seconds); task state is computed from it."""
+        self.resource_pack_units = resource_pack_units
+        """Units of the one video resource pack ``GET /account/costs`` lists; succeeded tasks
+        use them up."""
+        self._account_asked_at: float | None = None
         if dialect not in ("kling", "new-api"):
             raise ValueError(f"unknown dialect {dialect!r}; use 'kling' or 'new-api'")
         self.dialect = dialect
