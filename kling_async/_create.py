@@ -171,7 +171,7 @@ class CreateProtocol:
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
             self._emit(
-                Retrying(operation=f"POST {kind.path}", attempt=attempt, delay=delay, error=error)
+                Retrying(operation=f"POST {state.path}", attempt=attempt, delay=delay, error=error)
             )
 
         try:
@@ -313,8 +313,12 @@ class CreateProtocol:
             SubmitUncertainError: the provider has no look-up form configured.
         """
         if self.provider.is_standard(kind.name):
-            # The new API's own look-up: an empty answer is Kling's word that there is none.
-            return await find_by_external_ids(self._call, ext_id, kind), True
+            found = await find_by_external_ids(self._call, ext_id, kind)
+            if found is not None:
+                return found, True
+            # Whether /tasks also shows tasks made on the legacy paths (a journal written
+            # before the switch to the new API) is unconfirmed: ask there too before a "none"
+            # may license sending again.
         lookup = self.provider.external_lookup
         if lookup is ExternalIdLookup.NONE:
             raise SubmitUncertainError(

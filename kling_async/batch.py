@@ -167,7 +167,7 @@ class Batch:
             if key in seen:
                 raise ConfigurationError(f"duplicate batch key {key!r}")
             try:
-                self._client.limits.check(request)
+                self._client.check_request(request)
             except ValidationError as exc:
                 raise ConfigurationError(f"item {key!r}: {exc}") from exc
             seen[key] = canonical_json(request)

@@ -45,6 +45,7 @@ from .errors import (
     DownloadError,
     KlingError,
     PartialSubmitError,
+    RateLimitError,
     TaskFailedError,
     WaitTimeoutError,
 )
@@ -59,10 +60,10 @@ from .limiter import RateLimit, RateLimiter, TokenBucketLimiter, UnlimitedLimite
 from .models import ImageToVideo, Task, TaskKind, TaskRequest, TextToVideo
 from .providers import Provider
 from .retry import RetryPolicy
-from .scheduler import PollPolicy
+from .scheduler import PartialBatchError, PollPolicy
 from .shared import SharedStore
 from .slots import SlotPool, TaskSlots
-from .standard import TASKS_PER_QUERY, ApiStyle
+from .standard import TASKS_PER_QUERY, ApiStyle, create_path, standard_body
 from .transport import AiohttpTransport, Transport
 from .validation import RequestLimits
 from .watch import Watcher
@@ -72,6 +73,8 @@ __all__ = ["ENV_BASE_URL", "KlingClient", "new_external_task_id"]
 
 _ACCOUNT_GAP = 1.0
 """Seconds between two ``GET /account/costs`` of one client (Kling: QPS <= 1)."""
+_ACCOUNT_TRIES = 3
+"""Tries of one ``account_costs`` call that meets 1302s (another program on the account)."""
 
 logger = logging.getLogger("kling_async.client")
 
@@ -378,6 +381,10 @@ class KlingClient(AsyncClosing):
                 f"provider {self.provider.name!r} has no account endpoint (Kling's "
                 "GET /account/costs is for Kling direct; CometAPI shows its balance in its console)"
             )
+        if any(moment is not None and moment.tzinfo is None for moment in (start, end)):
+            raise ConfigurationError(
+                "account_costs: give start and end with a time zone (datetime.now(timezone.utc))"
+            )
         end = end or datetime.now(timezone.utc)
         start = start or end - timedelta(days=30)
         if start > end:
@@ -387,15 +394,24 @@ class KlingClient(AsyncClosing):
             "end_time": str(int(end.timestamp() * 1000)),
         }
         async with self._account_gate:
-            # Kling: "control the request rate (QPS<=1)"; a 1302 would only cost a retry.
-            wait = self._account_last + _ACCOUNT_GAP - self.clock.now()
-            if wait > 0:
-                await self.clock.sleep(wait)
-            try:
-                data = await self._call("GET", "account/costs", params=params, standard=True)
-            finally:
-                self._account_last = self.clock.now()
-        return wire.parse_account_costs(data, where="GET account/costs")
+            # Kling: "control the request rate (QPS<=1)". Retried here, not by the pipeline,
+            # so that a retry keeps the same spacing.
+            for attempt in range(_ACCOUNT_TRIES):
+                wait = self._account_last + _ACCOUNT_GAP - self.clock.now()
+                if wait > 0:
+                    await self.clock.sleep(wait)
+                try:
+                    data = await self._call(
+                        "GET", "account/costs", params=params, retry=False, standard=True
+                    )
+                except RateLimitError:
+                    if attempt == _ACCOUNT_TRIES - 1:
+                        raise
+                    continue
+                finally:
+                    self._account_last = self.clock.now()
+                return wire.parse_account_costs(data, where="GET account/costs")
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     # -- creating tasks --------------------------------------------------------------------
 
@@ -450,6 +466,22 @@ class KlingClient(AsyncClosing):
                 self._book.callback_ids.add(task.id)
         self._emit(TaskSubmitted(task, request, self.clock.now() - started))
         return outcome
+
+    def check_request(self, request: TaskRequest) -> None:
+        """Raise what [`submit`][kling_async.client.KlingClient.submit] would raise for *request*
+        before sending anything: the request limits, the model rules, and, on Kling's
+        new-standard API, whether the new request shape can carry it.
+
+        Raises:
+            ValidationError: naming the field (``ModelRuleError`` for a model rule).
+            ConfigurationError: no task kind creates a request of this type.
+        """
+        kind = kind_for_request(request)
+        self.limits.check(request)
+        if self.provider.is_standard(kind.name):
+            body = wire.request_body(self._with_defaults(request, kind))
+            create_path(kind.name, body)
+            standard_body(body)
 
     def _with_defaults(self, request: TaskRequest, kind: TaskKind) -> TaskRequest:
         """Name the model and the fields whose default a gateway would change, explicitly."""
@@ -529,7 +561,7 @@ class KlingClient(AsyncClosing):
         """
         items = list(requests)
         for request in items:
-            self.limits.check(request)
+            self.check_request(request)
         results = await submit_all(self.submit, items, concurrency)
         if return_exceptions:
             return results
@@ -603,14 +635,7 @@ class KlingClient(AsyncClosing):
         """
         standard = [task for task in tasks if self.provider.is_standard(task.kind.name)]
         if standard:
-            by_id = await fetch_by_ids(self._call, standard)
-            for task in by_id:
-                if self._book.needs_observing(task):
-                    await self._book.observe(task)
-            if len(standard) == len(tasks):
-                return by_id
-            legacy = [task for task in tasks if not self.provider.is_standard(task.kind.name)]
-            return [*by_id, *await self._batch_fetch(legacy)]
+            return await self._fetch_mixed(tasks, standard)
         if not self._lists_work:
             return [await self.get_task(task) for task in tasks]
         try:
@@ -621,6 +646,42 @@ class KlingClient(AsyncClosing):
             self._lists_work = False
             return [await self.get_task(task) for task in tasks]
         return found
+
+    async def _fetch_mixed(self, tasks: Sequence[Task], standard: Sequence[Task]) -> Sequence[Task]:
+        """Read *standard* tasks by id and the rest of *tasks* the legacy way; what either
+        part read counts even when the other (or a later page) failed."""
+        found: list[Task] = []
+        failure: Exception | None = None
+        legacy = [task for task in tasks if not self.provider.is_standard(task.kind.name)]
+        for part, read in ((standard, self._read_by_ids), (legacy, self._batch_fetch)):
+            if not part:
+                continue
+            try:
+                found.extend(await read(part))
+            except PartialBatchError as partial:
+                found.extend(partial.tasks)
+                failure = failure or partial.error
+            except KlingError as exc:
+                failure = failure or exc
+        if failure is None:
+            return found
+        if not found:
+            raise failure
+        raise PartialBatchError(found, failure)
+
+    async def _read_by_ids(self, tasks: Sequence[Task]) -> Sequence[Task]:
+        try:
+            found: Sequence[Task] = await fetch_by_ids(self._call, tasks)
+        except PartialBatchError as partial:
+            await self._observe_all(partial.tasks)
+            raise
+        await self._observe_all(found)
+        return found
+
+    async def _observe_all(self, tasks: Iterable[Task]) -> None:
+        for task in tasks:
+            if self._book.needs_observing(task):
+                await self._book.observe(task)
 
     async def wait(self, task: Task, *, timeout: float | None = 900.0) -> Task:  # noqa: ASYNC109 - a polling deadline the scheduler enforces
         """Poll until *task* finishes; return it when it succeeded.

@@ -60,7 +60,7 @@ from ._poll_policy import DEFAULT_EXPECTED as DEFAULT_EXPECTED
 from ._poll_policy import PollPolicy
 from .clock import Clock, SystemClock
 from .completion import CompletionModel
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResponseParseError
 from .events import EventSink, Retrying, TaskPolled, emit
 from .logfields import task_fields
 from .models import Task
@@ -371,11 +371,20 @@ class PollScheduler:
                 elif failure is not None:
                     # Not reached before the failure: a failed check, not an unlisted task.
                     self._failed(entry, failure, operation)
-                elif self._entries.get(entry.task.id) is entry:
+                elif self._entries.get(entry.task.id) is not entry:
+                    pass  # delivered or dropped meanwhile
+                elif self._batch_pages:
                     # The list endpoint does not know it (too old, another page): poll it on
                     # its own from now on, starting right away.
                     entry.unlist()
                     self._schedule(entry, now)
+                else:
+                    # Asked for by id and left out (a lagging index, say): a failed check,
+                    # retried in later batches within the retry budget.
+                    missing = ResponseParseError(
+                        f"the answer left out task {entry.task.id}", where=operation
+                    )
+                    self._failed(entry, missing, operation)
             # A list answer also describes tracked tasks that were not due yet: that news
             # is free, and each one it covers need not be checked again for a while.
             for task in by_id.values():

@@ -673,3 +673,41 @@ async def test_memory_per_tracked_task_is_small() -> None:
         tracemalloc.stop()
     per_task = (after - before) / len(tasks)
     assert per_task < 1024, per_task
+
+
+async def test_a_task_left_out_of_a_by_id_answer_is_retried_in_later_batches() -> None:
+    """``batch_pages=False`` (reads by id): a task missing from one answer is a failed check,
+    asked for again in a later batch; it is not moved to its own fetch nor ends the watch."""
+    clock = FakeClock()
+    finish_at = {f"b{i}": 12.0 for i in range(6)}
+    server = FakeServer(clock, finish_at)
+    misses = {"b2": 2}
+
+    async def lagging(tasks: Sequence[Task]) -> Sequence[Task]:
+        answer = await server.batch_fetch(tasks)
+        left_out = {task_id for task_id, count in misses.items() if count > 0}
+        for task_id in left_out:
+            misses[task_id] -= 1
+        return [task for task in answer if task.id not in left_out]
+
+    events: list[Event] = []
+    scheduler = PollScheduler(
+        server.fetch,
+        batch_fetch=lagging,
+        batch_size=20,
+        batch_pages=False,
+        clock=clock,
+        policy=NO_JITTER,
+        events=events.append,
+    )
+    for task_id in finish_at:
+        scheduler.add(make_task(task_id))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert sorted(task.id for _, task in results) == sorted(finish_at)
+    # Only as the last task left (a lone task is always checked by its own fetch).
+    assert set(server.fetches) <= {"b2"}
+    assert server.fetches["b2"] <= 1
+    retried = [event for event in events if isinstance(event, Retrying)]
+    assert len(retried) == 2
+    assert all("left out task b2" in str(event.error) for event in retried)

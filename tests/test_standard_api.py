@@ -7,6 +7,8 @@ which parse the new body shape on their own (not with the library's translation)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -243,3 +245,39 @@ def test_a_due_batch_takes_along_tasks_due_within_the_lookahead() -> None:
     taken = plain.take(1.0)
     assert taken is not None
     assert [item.task.id for item in taken] == ["due"]
+
+
+async def test_many_requests_are_all_checked_for_the_new_shape_before_any_is_sent(
+    server: FakeKlingServer, tmp_path: Path
+) -> None:
+    requests = [
+        kling.TextToVideo(prompt="fine", model_name="kling-v3"),
+        kling.TextToVideo(prompt="old model", model_name="kling-v1-6"),
+    ]
+    async with standard_client(server) as client:
+        with pytest.raises(kling.ValidationError, match="model_name"):
+            await client.submit_many(requests)
+        batch = kling.Batch(client, kling.InMemoryJournal(), tmp_path)
+        with pytest.raises(kling.ConfigurationError, match="item 'b'"):
+            await batch.run(list(zip("ab", requests, strict=True)))
+    assert server.requests_to("api") == []
+
+
+async def test_a_mixed_batch_keeps_the_by_id_answers_when_the_legacy_part_fails(
+    server: FakeKlingServer,
+) -> None:
+    async with standard_client(server) as client:
+        video = await client.text_to_video("new way")
+        audio = await client.submit(kling.TextToAudio(prompt="rain", duration=5))
+        server.faults.next_list("500", times=20)
+        with pytest.raises(kling.scheduler.PartialBatchError) as caught:
+            await client._batch_fetch([video, audio])
+    assert [task.id for task in caught.value.tasks] == [video.id]
+    assert isinstance(caught.value.error, kling.ServerError)
+
+
+async def test_account_costs_refuses_naive_datetimes(server: FakeKlingServer) -> None:
+    async with standard_client(server) as client:
+        with pytest.raises(kling.ConfigurationError, match="time zone"):
+            await client.account_costs(start=datetime(2026, 11, 1))
+    assert server.requests_to("api") == []

@@ -126,9 +126,10 @@ class StandardSite:
     async def _account_costs(self, request: web.Request, _: KindSpec) -> web.StreamResponse:
         """``GET /account/costs``: one video pack, used up by succeeded tasks; QPS <= 1."""
         now = self.clock()
-        last, self._account_asked_at = self._account_asked_at, now
+        last = self._account_asked_at
         if last is not None and now - last < 1.0:
             return self._error(429, 1302, "Request too fast, exceeds rate limit (QPS<=1)")
+        self._account_asked_at = now  # only answered calls count towards the limit
         for name in ("start_time", "end_time"):
             if not request.query.get(name, "").isdigit():
                 return self._error(400, 1201, f"{name}: required, a Unix time in milliseconds")
