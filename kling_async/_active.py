@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from ._slot_scope import SlotHold, SlotPools
 from .clock import Clock
 from .completion import CompletionModel
 from .errors import APIConnectionError, APIError
@@ -37,7 +38,7 @@ class ActiveTasks:
     """The unfinished tasks of one client and their slot leases (strictly private).
 
     Args:
-        slots: the task slots (in-process or shared with other processes).
+        pools: the task slot pools (in-process or shared with other processes), by scope.
         clock: where waits happen.
         policy: the client's poll policy, as it is now (how often waiting submitters refresh).
         completions: when each task was submitted, per kind of request.
@@ -48,22 +49,22 @@ class ActiveTasks:
     def __init__(
         self,
         *,
-        slots: TaskSlots,
+        pools: SlotPools,
         clock: Clock,
         policy: Callable[[], PollPolicy],
         completions: CompletionModel,
         emit: Callable[[Event], None],
         webhook: WebhookReceiver | None,
     ) -> None:
-        self.slots = slots
+        self.pools = pools
         self._clock = clock
         self._policy = policy
         self._completions = completions
         self._emit = emit
         self._webhook = webhook
         self.tasks: dict[str, Task] = {}
-        # The task slot each active task holds (an adopted task gets its lease a moment later).
-        self._leases: dict[str, SlotLease] = {}
+        # The task slots each active task holds (an adopted task gets them a moment later).
+        self._holds: dict[str, SlotHold] = {}
         # Unfinished tasks created with the receiver's callback URL.
         self.callback_ids: set[str] = set()
         self.watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
@@ -73,27 +74,28 @@ class ActiveTasks:
         # Set by the client: how to check tasks (one by one, or with list requests).
         self.refresh: Callable[[Sequence[Task]], Awaitable[object]] | None = None
 
-    async def bind(self, task: Task, lease: SlotLease) -> None:
-        """Count a just-created task against *lease* until it finishes."""
+    async def bind(self, task: Task, hold: SlotHold) -> None:
+        """Count a just-created task against *hold* until it finishes."""
         if task.is_finished:
-            await self.slots.release(lease)
+            await hold.release()
             return
         self.tasks[task.id] = task
-        self._leases[task.id] = lease
-        await self.slots.bind(lease, task.id)
+        self._holds[task.id] = hold
+        await hold.bind(task.id)
 
-    async def adopt(self, task: Task) -> None:
+    async def adopt(self, task: Task, scope: str = "", weight: int = 1) -> None:
         """Count an unfinished task created earlier against the task slots (twice: once)."""
         if task.is_finished or task.id in self.tasks:
             return
         # Marked before the await, so that a concurrent adopt of the same task does nothing.
         self.tasks[task.id] = task
-        lease = await self.slots.adopt()
+        pool = self.pools.pool(scope)
+        hold = SlotHold(pool, [await pool.adopt() for _ in range(weight)])
         if task.id in self.tasks:
-            self._leases[task.id] = lease
-            await self.slots.bind(lease, task.id)
+            self._holds[task.id] = hold
+            await hold.bind(task.id)
         else:  # seen finished while the lease was on its way
-            await self.slots.release(lease)
+            await hold.release()
 
     def needs_observing(self, task: Task) -> bool:
         """Whether [`observe`][kling_async._active.ActiveTasks.observe] has anything to do.
@@ -113,16 +115,36 @@ class ActiveTasks:
         self.callback_ids.discard(task.id)
         self._completions.forget(task.id)
         ours = self.tasks.pop(task.id, None) is not None
-        lease = self._leases.pop(task.id, None)
-        with anyio.CancelScope(shield=True):
-            if lease is not None:
-                await self.slots.release(lease)
-            elif not ours:
-                # Maybe created by another process that shares the task slots with this one.
-                await self.slots.release_task(task.id)
+        hold = self._holds.pop(task.id, None)
+        if hold is not None:
+            await hold.release()
+        elif not ours:
+            # Maybe created by another process that shares the task slots with this one.
+            with anyio.CancelScope(shield=True):
+                for pool in (self.pools.default, *self.pools.scopes.values()):
+                    await pool.release_task(task.id)
 
-    async def acquire_slot(self) -> SlotLease:
-        """Wait for a task slot, checking our own unfinished tasks while we wait.
+    async def acquire_hold(self, scope: str, weight: int) -> SlotHold:
+        """Wait for *weight* slots of the pool of *scope* (see ``acquire_slot``).
+
+        A pool whose limit is below *weight* right now (it shrank after a 1303) gives what it
+        allows: waiting for more could wait forever, and the server's answer tells the truth.
+        """
+        pool = self.pools.pool(scope)
+        limit = pool.limit
+        need = weight if limit is None else max(1, min(weight, limit))
+        leases: list[SlotLease] = []
+        try:
+            for _ in range(need):
+                leases.append(await self.acquire_slot(pool))  # noqa: PERF401 - kept on error
+        except BaseException:
+            await SlotHold(pool, leases).release()
+            raise
+        return SlotHold(pool, leases)
+
+    async def acquire_slot(self, pool: TaskSlots | None = None) -> SlotLease:
+        """Wait for a task slot of *pool* (the default one), checking our own unfinished tasks
+        while we wait.
 
         Slots free when the client sees a task finish. A caller who submits without watching
         would otherwise wait forever, so while submitters wait, one of them at a time refreshes
@@ -132,7 +154,7 @@ class ActiveTasks:
         started = self._clock.now()
         while True:
             with self._clock.deadline(self.refresh_interval()):
-                lease = await self.slots.acquire()
+                lease = await (pool or self.pools.default).acquire()
                 self._emit(SlotAcquired(waited=self._clock.now() - started))
                 return lease
             if self._refresh_lock.locked():

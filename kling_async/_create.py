@@ -20,11 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import attrs
 
 from . import wire
 from ._by_ids import find_by_external_ids
+from ._slot_scope import SlotHold, slot_scope, slot_weight
 from .clock import Clock
 from .errors import (
     APIConnectionError,
@@ -43,7 +43,6 @@ from .logfields import task_fields
 from .models import Task, TaskKind, TaskRequest
 from .providers import ExternalIdLookup, Provider
 from .retry import RetryPolicy
-from .slots import SlotLease, TaskSlots
 from .standard import create_path, standard_body
 
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError, ResponseParseError)
@@ -72,12 +71,12 @@ class Created:
 
     Attributes:
         task: the task.
-        lease: the task slot it holds (the caller binds it to the task).
+        hold: the task slots it holds (the caller binds them to the task).
         found: ``True`` when the task was found by look-up, not read from the create's answer.
     """
 
     task: Task
-    lease: SlotLease
+    hold: SlotHold
     found: bool = False
 
 
@@ -115,8 +114,9 @@ class CreateProtocol:
         provider: how external ids are looked up and whether its "not found" is trusted.
         retry: the retry policy (and ``max_concurrency_wait``).
         clock: where waits happen.
-        slots: the task slots a create holds.
-        acquire_slot: waits for a slot (the client's, which refreshes tasks while it waits).
+        acquire_hold: waits for ``(scope, weight)`` slots (the client's, which refreshes tasks
+            while it waits).
+        per_model: whether each resource pack and model has its own pool (``slot_scope``).
         emit: the client's event sink.
     """
 
@@ -127,37 +127,40 @@ class CreateProtocol:
         provider: Provider,
         retry: RetryPolicy,
         clock: Clock,
-        slots: TaskSlots,
-        acquire_slot: Callable[[], Awaitable[SlotLease]],
+        acquire_hold: Callable[[str, int], Awaitable[SlotHold]],
+        per_model: bool,
         emit: Callable[[Event], None],
     ) -> None:
         self._call = call
         self.provider = provider
         self._retry = retry
         self._clock = clock
-        self._slots = slots
-        self._acquire_slot = acquire_slot
+        self._acquire_hold = acquire_hold
+        self.per_model = per_model
         self._emit = emit
 
     async def create(self, kind: TaskKind, body: dict[str, Any], ext_id: str) -> CreateOutcome:
         """Create one task from a ready request *body* carrying *ext_id*.
 
-        A [`Created`][kling_async._create.Created] outcome hands its slot lease to the caller;
-        any other outcome has released it.
+        A [`Created`][kling_async._create.Created] outcome hands its slots to the caller; any
+        other outcome has released them.
         """
+        scope = slot_scope(kind, body, per_model=self.per_model)
+        weight = slot_weight(body)
         path, standard = kind.path, self.provider.is_standard(kind.name)
         if standard:
             # Translated before a slot is taken: a request the new API cannot express fails
             # here, naming the field, with nothing sent.
             path, body = create_path(kind.name, body), standard_body(body)
-        state = _Creating(kind, body, ext_id, await self._acquire_slot(), path, standard)
+        hold = await self._acquire_hold(scope, weight)
+        state = _Creating(kind, body, ext_id, hold, path, standard, scope, weight)
         try:
             outcome = await self._create(state)
         except BaseException:
-            await _release_shielded(self._slots, state.lease)
+            await state.hold.release()
             raise
         if not isinstance(outcome, Created):
-            await _release_shielded(self._slots, state.lease)
+            await state.hold.release()
         return outcome
 
     async def _create(self, state: _Creating) -> CreateOutcome:
@@ -186,7 +189,7 @@ class CreateProtocol:
                 return Refused(error)
             found = await self.lookup_after_ambiguous(kind, state.ext_id, state.answer)
             if found is not None:
-                return _found(found, state.lease)
+                return _found(found, state.hold)
             message = f"create failed ({error}) and retries are exhausted"
             return Uncertain(_uncertain(message, state.ext_id, kind, state.answer, error))
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
@@ -196,7 +199,7 @@ class CreateProtocol:
         kind, ext_id = state.kind, state.ext_id
         try:
             data = await self._post(state)
-            return Created(_parse_created(data, kind), state.lease)
+            return Created(_parse_created(data, kind), state.hold)
         except ConcurrencyLimitError as exc:
             return Refused(exc)  # re-queued until max_concurrency_wait passed
         except BadRequestError as exc:
@@ -204,7 +207,7 @@ class CreateProtocol:
                 # Our earlier attempt did land: the id is taken by the task we created.
                 found = await self.lookup_after_ambiguous(kind, ext_id, state.answer)
                 if found is not None:
-                    return _found(found, state.lease)
+                    return _found(found, state.hold)
             return Refused(exc)
         except _TRANSIENT as exc:
             if isinstance(exc, ResponseParseError) and exc.excerpt:
@@ -222,7 +225,7 @@ class CreateProtocol:
                         extra=task_fields(found),
                     )
                 if found is not None:
-                    return _found(found, state.lease)
+                    return _found(found, state.hold)
             raise
         except APIError as exc:
             return Refused(exc)
@@ -239,30 +242,30 @@ class CreateProtocol:
             except ConcurrencyLimitError as exc:  # noqa: PERF203 - a re-queue, not a hot loop
                 # Definitely not created; someone else holds slots on this account.
                 first_1303 = self._clock.now() if first_1303 is None else first_1303
-                requeued = await self._requeue(exc, requeues, first_1303, state.lease)
+                requeued = await self._requeue(exc, requeues, first_1303, state)
                 if requeued is None:
                     raise
-                state.lease = requeued
+                state.hold = requeued
                 requeues += 1
 
     async def _requeue(
-        self, exc: ConcurrencyLimitError, retries: int, first_1303: float, lease: SlotLease
-    ) -> SlotLease | None:
-        """Give the slot back after a 1303 and wait for another; ``None`` once the cap passed."""
+        self, exc: ConcurrencyLimitError, retries: int, first_1303: float, state: _Creating
+    ) -> SlotHold | None:
+        """Give the slots back after a 1303 and wait for others; ``None`` once the cap passed."""
         # Shrink first, while this submission still holds its slot: a slot released into the
         # old limit would go straight to the next waiter, to meet a 1303 of its own.
-        await self._slots.on_concurrency_limited()
+        await state.hold.pool.on_concurrency_limited()
         limit = self._retry.max_concurrency_wait
         if limit is not None and self._clock.now() - first_1303 >= limit:
             return None
         # Released twice does nothing: create() may release it again on the way out.
-        await self._slots.release(lease)
+        await state.hold.release()
         await self._clock.sleep(self._retry.delay(min(retries, 4), exc.retry_after))
         # The slot limit just shrank to what is running: waiting for a slot is part of the
         # wait that the cap bounds.
         remaining = None if limit is None else max(0.0, first_1303 + limit - self._clock.now())
         with self._clock.deadline(remaining):
-            return await self._acquire_slot()
+            return await self._acquire_hold(state.scope, state.weight)
         return None
 
     async def lookup_after_ambiguous(
@@ -352,23 +355,36 @@ def id_taken(error: BadRequestError) -> bool:
     return "external_task_id" in error.message
 
 
-def _found(found: Task | Uncertain, lease: SlotLease) -> Created | Uncertain:
-    return found if isinstance(found, Uncertain) else Created(found, lease, found=True)
+def _found(found: Task | Uncertain, hold: SlotHold) -> Created | Uncertain:
+    return found if isinstance(found, Uncertain) else Created(found, hold, found=True)
 
 
 class _Creating:
-    """One create on its way: what is sent, the slot it holds, and what it learnt so far."""
+    """One create on its way: what is sent, the slots it holds, and what it learnt so far."""
 
-    __slots__ = ("answer", "body", "ext_id", "kind", "lease", "maybe_created", "path", "standard")
+    __slots__ = (
+        "answer",
+        "body",
+        "ext_id",
+        "hold",
+        "kind",
+        "maybe_created",
+        "path",
+        "scope",
+        "standard",
+        "weight",
+    )
 
     def __init__(
         self,
         kind: TaskKind,
         body: dict[str, Any],
         ext_id: str,
-        lease: SlotLease,
+        hold: SlotHold,
         path: str,
         standard: bool,
+        scope: str,
+        weight: int,
     ) -> None:
         self.kind = kind
         self.body = body
@@ -376,15 +392,12 @@ class _Creating:
         self.standard = standard
         self.ext_id = ext_id
         # Replaced while a 1303 re-queues the create.
-        self.lease = lease
+        self.hold = hold
+        self.scope = scope
+        self.weight = weight
         self.maybe_created = False
         # An accepted create's unreadable answer, kept for the uncertain error.
         self.answer: str | None = None
-
-
-async def _release_shielded(slots: TaskSlots, lease: SlotLease) -> None:
-    with anyio.CancelScope(shield=True):
-        await slots.release(lease)
 
 
 def _uncertain(

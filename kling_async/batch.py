@@ -301,7 +301,7 @@ class Batch:
         if entry.task_id is not None:
             if entry.status == "failed":
                 return  # finished: re-running it would pay again
-            await self._reattach(entry, watcher)
+            await self._reattach(entry, request, watcher)
             return
         await self._recover(entry, request, watcher)
 
@@ -327,7 +327,7 @@ class Batch:
                 return await fetch(ident, kind)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    async def _reattach(self, entry: JournalEntry, watcher: Watcher) -> None:
+    async def _reattach(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         """Fetch a task the journal knows by id and track it again."""
         assert entry.task_id is not None  # noqa: S101 - checked by the caller
         try:
@@ -348,7 +348,7 @@ class Batch:
             )
             self._change(entry.key, error=f"fetch failed: {exc}")
             return
-        await self._track(entry.key, task, watcher, adopt=True)
+        await self._track(entry.key, task, watcher, adopt=request)
 
     async def _recover(self, entry: JournalEntry, request: TaskRequest, watcher: Watcher) -> None:
         """An entry without task id: find the task its create may have made, or create it."""
@@ -376,7 +376,7 @@ class Batch:
                 extra=task_fields(found),
             )
             await self._record_created(entry.key, found)
-            await self._track(entry.key, found, watcher, adopt=True)
+            await self._track(entry.key, found, watcher, adopt=request)
         elif absent or entry.status == "failed":
             await self._create(entry, request, watcher)
         else:
@@ -398,7 +398,7 @@ class Batch:
             if isinstance(outcome, Created):
                 await self._record_created(key, outcome.task)
                 # The client counts it against the slots already, found by look-up or not.
-                await self._track(key, outcome.task, watcher, adopt=False)
+                await self._track(key, outcome.task, watcher, adopt=None)
                 return
             if isinstance(outcome, Uncertain):
                 await self._record_status(key, "uncertain", str(outcome.error))
@@ -421,19 +421,22 @@ class Batch:
                 return
             if found is not None:
                 await self._record_created(key, found)
-                await self._track(key, found, watcher, adopt=True)
+                await self._track(key, found, watcher, adopt=request)
                 return
             if not absent or attempt == 1:
                 await self._record_status(key, "uncertain", f"create failed: {failure}")
                 return
             logger.info("create of %s failed (%s) and made no task; sending it again", key, failure)
 
-    async def _track(self, key: str, task: Task, watcher: Watcher, *, adopt: bool) -> None:
+    async def _track(
+        self, key: str, task: Task, watcher: Watcher, *, adopt: TaskRequest | None
+    ) -> None:
+        """Watch *task*; *adopt* is its request when the client does not count it yet."""
         self._keys_by_task[task.id] = key
-        if adopt:
-            # Created by an earlier run (or found after an unreadable answer): it holds one of
-            # the account's slots until the client sees it finish.
-            await self._client.adopt(task)
+        if adopt is not None:
+            # Created by an earlier run (or found after an unreadable answer): it holds the
+            # account's slots until the client sees it finish.
+            await self._client.adopt(task, adopt)
         try:
             watcher.add(task)
         except RuntimeError:

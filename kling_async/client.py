@@ -35,6 +35,7 @@ from ._create import Created, CreateOutcome, CreateProtocol
 from ._fanout import submit_all
 from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
 from ._pipeline import RequestPipeline
+from ._slot_scope import SlotPools, slot_scope, slot_weight
 from .account import AccountCosts
 from .auth import Auth
 from .clock import Clock, SystemClock
@@ -47,6 +48,7 @@ from .errors import (
     PartialSubmitError,
     RateLimitError,
     TaskFailedError,
+    ValidationError,
     WaitTimeoutError,
 )
 from .events import (
@@ -128,6 +130,11 @@ class KlingClient(AsyncClosing):
             submission without a ``callback_url`` then gets the receiver's, and watchers track
             such tasks by callback with polling only as a safety net; an unsigned final status
             makes the watcher check the task at once.
+        slots_per_model: count task slots per resource pack and model (``video:kling-v3``,
+            ``image:kling-v2-1``, ``try-on:...``), each with *max_active_tasks*, as Kling counts
+            concurrency per model version and resource pack; ``False`` (the default, and the
+            safe side where that is unconfirmed) counts every task against one pool. Either
+            way an image request for ``n`` images holds ``n`` slots. In-process pools only.
 
     Example::
 
@@ -159,6 +166,7 @@ class KlingClient(AsyncClosing):
         model_name: str | None = None,
         webhook: WebhookReceiver | None = None,
         shared: SharedStore | None = None,
+        slots_per_model: bool = False,
     ) -> None:
         resolved = resolve_provider(provider, base_url or os.environ.get(ENV_BASE_URL))
         check_options(
@@ -199,6 +207,12 @@ class KlingClient(AsyncClosing):
         # Without pacing the pipeline skips the limiter altogether (no awaits per request).
         paced = limiter
         self.limiter: RateLimiter = limiter or UnlimitedLimiter()
+        if slots_per_model and (slots is not None or shared is not None):
+            # Each scope needs its own pool: one made here, or (later) a shared store's own.
+            raise ConfigurationError(
+                "slots_per_model=True works with the in-process pools only, not with slots= "
+                "or shared="
+            )
         if slots is None:
             slots = (
                 SlotPool(max_active_tasks, clock=self.clock, events=self._emit)
@@ -206,6 +220,15 @@ class KlingClient(AsyncClosing):
                 else shared.task_slots(max_active_tasks, clock=self.clock, events=self._emit)
             )
         self.slots: TaskSlots = slots
+        """The task slots (of every task, or with ``slots_per_model`` of requests naming no model)."""
+        self.max_active_tasks = max_active_tasks
+        """The most tasks at once (per resource pack and model with ``slots_per_model``)."""
+        self._pools = SlotPools(
+            slots,
+            (lambda: SlotPool(max_active_tasks, clock=self.clock, events=self._emit))
+            if slots_per_model
+            else None,
+        )
         self._pipeline = RequestPipeline(
             provider=resolved,
             auth=self._auth,
@@ -222,7 +245,7 @@ class KlingClient(AsyncClosing):
         self.webhook = webhook
         """The callback receiver this client fills ``callback_url`` in for, if any."""
         self._book = ActiveTasks(
-            slots=slots,
+            pools=self._pools,
             clock=self.clock,
             policy=lambda: self.poll_policy,
             completions=self.completions,
@@ -235,8 +258,8 @@ class KlingClient(AsyncClosing):
             provider=resolved,
             retry=self.retry,
             clock=self.clock,
-            slots=slots,
-            acquire_slot=self._book.acquire_slot,
+            acquire_hold=self._book.acquire_hold,
+            per_model=slots_per_model,
             emit=self._emit,
         )
         # Cleared when the provider turns out to answer no list route despite supports_list.
@@ -313,13 +336,19 @@ class KlingClient(AsyncClosing):
             await self._book.observe(found)
         return found
 
-    async def adopt(self, task: Task) -> None:
+    async def adopt(self, task: Task, request: TaskRequest | None = None) -> None:
         """Count an unfinished task created earlier (a resumed batch) against the task slots.
 
-        Its slot frees, like any other, when the client sees the task finish. Adopting a task
-        twice, or a finished one, does nothing.
+        Its slots free, like any other's, when the client sees the task finish. Adopting a task
+        twice, or a finished one, does nothing. Give the *request* it was created from when it
+        is known: it says how many slots the task holds, and of which pool.
         """
-        await self._book.adopt(task)
+        scope, weight = "", 1
+        if request is not None:
+            body = wire.request_body(request)
+            scope = slot_scope(task.kind, body, per_model=self._creates.per_model)
+            weight = slot_weight(body)
+        await self._book.adopt(task, scope, weight)
 
     async def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""
@@ -448,7 +477,7 @@ class KlingClient(AsyncClosing):
             elif request.callback_url != callback:
                 callback = None  # the caller's own endpoint: no callback for our receiver
         request = self._with_defaults(request, kind)
-        self.limits.check(request)
+        self.check_request(request)
         ext_id = external_task_id or request.external_task_id or new_external_task_id()
         body = wire.request_body(request, external_task_id=ext_id)
         started = self.clock.now()
@@ -459,7 +488,7 @@ class KlingClient(AsyncClosing):
         if task.external_task_id is None:
             task = attrs.evolve(task, external_task_id=ext_id)
             outcome = attrs.evolve(outcome, task=task)
-        await self._book.bind(task, outcome.lease)
+        await self._book.bind(task, outcome.hold)
         if not task.is_finished:
             self.completions.submitted(task.id, profile_of(request, kind.name), self.clock.now())
             if callback is not None:
@@ -478,6 +507,13 @@ class KlingClient(AsyncClosing):
         """
         kind = kind_for_request(request)
         self.limits.check(request)
+        weight = slot_weight(wire.request_body(request))
+        limit = self.max_active_tasks
+        if limit is not None and weight > limit:
+            raise ValidationError(
+                "n",
+                f"{weight} images hold {weight} task slots, more than max_active_tasks={limit}",
+            )
         if self.provider.is_standard(kind.name):
             body = wire.request_body(self._with_defaults(request, kind))
             create_path(kind.name, body)

@@ -76,6 +76,7 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         kinds: Sequence[KindSpec] = DEFAULT_KINDS,
         prefixes: Sequence[str] = ("/kling/v1", "/v1"),
         max_active_tasks: int | None = None,
+        slots_per_model: bool = False,
         rate_limit: float | None = None,
         rate_burst: float | None = None,
         rate_limit_routes: Sequence[RouteKind] = ("create", "query", "list"),
@@ -123,6 +124,9 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         self.prefixes: tuple[str, ...] = tuple(p.rstrip("/") for p in prefixes)
         """API path prefixes."""
         self.max_active_tasks = max_active_tasks
+        self.slots_per_model = slots_per_model
+        """Count [`max_active_tasks`][kling_async.testing.server.FakeKlingServer.max_active_tasks]
+        per resource pack and model (as Kling's newer docs say), not per account."""
         """Task slots per account; a create beyond it gets 429/1303."""
         self.rate_limit = rate_limit
         """Requests per second before 429/1302 (``None``: unlimited)."""
@@ -309,6 +313,26 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         now = self.clock()
         return sum(1 for task in self._tasks.values() if task.status_at(now) in ACTIVE_STATUSES)
 
+    def slots_held(self, kind: KindSpec, body: Mapping[str, Any]) -> int:
+        """Slots held now in the pool a create of *kind* with *body* counts against: an image
+        task holds one per image (``n``); pools are per resource pack and model with
+        [`slots_per_model`][kling_async.testing.server.FakeKlingServer.slots_per_model]."""
+        now = self.clock()
+        scope = self._slot_scope(kind, body)
+        return sum(
+            _slot_weight(task.body)
+            for task in self._tasks.values()
+            if task.status_at(now) in ACTIVE_STATUSES
+            and self._slot_scope(task.kind, task.body) == scope
+        )
+
+    def _slot_scope(self, kind: KindSpec, body: Mapping[str, Any]) -> tuple[str, str]:
+        if not self.slots_per_model:
+            return "", ""
+        pack = "try-on" if kind.name == "virtual-try-on" else kind.results
+        model = body.get("model_name")
+        return pack, model if isinstance(model, str) else ""
+
     def set_status(self, task_id: str, status: Status, msg: str | None = None) -> FakeTask:
         """Force *task_id* into *status* from now on, overriding its timeline.
 
@@ -403,7 +427,10 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
             return self._error(400, 1201, str(exc))
         if external_id is not None and external_id in self._by_external:
             return self._error(400, 1201, "external_task_id already exists")
-        if self.max_active_tasks is not None and self.active_count() >= self.max_active_tasks:
+        if (
+            self.max_active_tasks is not None
+            and self.slots_held(kind, body) + _slot_weight(body) > self.max_active_tasks
+        ):
             return self._error(429, 1303, "parallel task over resource pack limit")
         return self._new_task(kind, body, external_id)
 
@@ -497,3 +524,8 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
                 )
             )
         return len(due)
+
+
+def _slot_weight(body: Mapping[str, Any]) -> int:
+    count = body.get("n")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 1 else 1

@@ -1,0 +1,102 @@
+"""Task slots per resource pack and model, and ``n`` images holding ``n`` slots, over HTTP.
+
+The emulator counts the same way (``FakeKlingServer(slots_per_model=..., max_active_tasks=...)``)
+and answers 1303 beyond it, so a client that counted wrongly would meet 1303s here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import kling_async as kling
+from kling_async.redis_store import RedisStore
+from kling_async.testing import FakeKlingServer, Timeline
+
+from .conftest import API_KEY, FAST_POLL, FAST_RETRY
+
+LONG = Timeline(queue_seconds=0.05, processing_seconds=0.6)
+
+
+def client_for(server: FakeKlingServer, **options: Any) -> kling.KlingClient:
+    return kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        **options,
+    )
+
+
+async def test_n_images_hold_n_slots() -> None:
+    """3 + 2 images on 4 slots: the second request waits for the first instead of a 1303."""
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=LONG, max_active_tasks=4) as server,
+        client_for(server, max_active_tasks=4) as client,
+    ):
+        first = await client.submit(kling.ImageGeneration(prompt="a", n=3))
+        assert client.slots.in_use == 3
+        with anyio.move_on_after(0.3):
+            await client.submit(kling.ImageGeneration(prompt="b", n=2))
+            pytest.fail("the second request should wait for slots")
+        assert len(server.tasks) == 1
+        second = await client.submit(kling.ImageGeneration(prompt="b", n=2))
+        assert second.id != first.id
+    assert server.stats.codes[1303] == 0
+
+
+async def test_slots_per_model_run_models_side_by_side() -> None:
+    """One slot per model: kling-v3 and kling-v2-6 run together; a second kling-v3 waits."""
+    async with (
+        FakeKlingServer(
+            api_key=API_KEY, timeline=LONG, max_active_tasks=1, slots_per_model=True
+        ) as server,
+        client_for(server, max_active_tasks=1, slots_per_model=True) as client,
+    ):
+        with anyio.fail_after(0.5):
+            await client.text_to_video("a", model_name="kling-v3")
+            await client.text_to_video("b", model_name="kling-v2-6")
+            await client.submit(kling.ImageGeneration(prompt="c"))  # the image pack's own pool
+        with anyio.move_on_after(0.2):
+            await client.text_to_video("d", model_name="kling-v3")
+            pytest.fail("a second kling-v3 task should wait for the first")
+        assert len(server.tasks) == 3
+        await client.text_to_video("d", model_name="kling-v3")
+        assert len(server.tasks) == 4
+    assert server.stats.codes[1303] == 0
+
+
+async def test_one_pool_by_default_meets_the_per_model_server_safely() -> None:
+    """Without slots_per_model the client never holds more than one task of any model."""
+    async with (
+        FakeKlingServer(
+            api_key=API_KEY, timeline=LONG, max_active_tasks=1, slots_per_model=True
+        ) as server,
+        client_for(server, max_active_tasks=1) as client,
+    ):
+        await client.text_to_video("a", model_name="kling-v3")
+        with anyio.move_on_after(0.2):
+            await client.text_to_video("b", model_name="kling-v2-6")
+            pytest.fail("one pool: the second task waits")
+    assert server.stats.codes[1303] == 0
+
+
+async def test_more_images_than_slots_is_refused_before_sending() -> None:
+    async with (
+        FakeKlingServer(api_key=API_KEY) as server,
+        client_for(server, max_active_tasks=2) as client,
+    ):
+        with pytest.raises(kling.ValidationError, match="3 task slots"):
+            await client.submit(kling.ImageGeneration(prompt="x", n=3))
+    assert server.requests_to("api") == []
+
+
+def test_slots_per_model_needs_in_process_pools() -> None:
+    with pytest.raises(kling.ConfigurationError, match="in-process"):
+        kling.KlingClient(
+            api_key=API_KEY,
+            slots_per_model=True,
+            shared=RedisStore("redis://127.0.0.1:1/0"),
+        )
