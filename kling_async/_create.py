@@ -421,8 +421,20 @@ def _ambiguous(error: KlingError) -> bool:
 
 
 def _parse_created(data: Any, kind: TaskKind) -> Task:
-    """Read a create's answer; an unreadable one keeps its text for the uncertain error."""
+    """Read a create's answer; an unreadable one keeps its text for the uncertain error.
+
+    An answer with the new task's id and no status (the new-standard API's create answer is
+    not shown in full) is a task just submitted.
+    """
     try:
+        if (
+            isinstance(data, dict)
+            and any(data.get(key) not in (None, "") for key in ("task_id", "id"))
+            and not any(key in data for key in ("task_status", "status", "data"))
+        ):
+            where = f"POST {kind.path}"
+            task = wire.parse_task({**data, "task_status": "submitted"}, kind, where=where)
+            return attrs.evolve(task, raw=dict(data))
         return wire.parse_task(data, kind, where=f"POST {kind.path}")
     except ResponseParseError as exc:
         if not exc.excerpt:

@@ -133,3 +133,17 @@ async def test_waiting_submitters_refresh_unwatched_tasks_on_virtual_time() -> N
         checks = [when for when, method, _ in transport.sent if method == "GET"]
         assert checks == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
         assert clock.now() == 100.0
+
+
+def test_a_create_answer_with_an_id_and_no_status_is_a_submitted_task() -> None:
+    """The new-standard API's create answer is not shown in full: ``{"id": ...}`` is enough."""
+    from kling_async._create import _parse_created
+    from kling_async.kinds import TEXT_TO_VIDEO
+
+    task = _parse_created({"id": "880000000000000001", "external_id": "e1"}, TEXT_TO_VIDEO)
+    assert task.id == "880000000000000001"
+    assert task.status is kling.TaskStatus.SUBMITTED
+    assert task.external_task_id == "e1"
+    assert task.raw == {"id": "880000000000000001", "external_id": "e1"}
+    with pytest.raises(kling.ResponseParseError):
+        _parse_created({"message": "no id here"}, TEXT_TO_VIDEO)
