@@ -104,7 +104,7 @@ class PollScheduler:
             batch_size: the most tasks per *batch_fetch* call.
             batch_pages: *batch_fetch* reads list pages that cover every tracked task at once
                 (Kling's list route), so tracked tasks share one list pace
-                ([`PollPolicy.list_interval`][kling_async.scheduler.PollPolicy.list_interval]). ``False``: it reads only the tasks it is
+                (``PollPolicy.list_interval``). ``False``: it reads only the tasks it is
                 given (by id), so each task keeps its own schedule and only due checks are
                 batched.
             batch_lookahead: seconds; a batch of due tasks is topped up with tasks due within

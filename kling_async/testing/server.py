@@ -125,8 +125,8 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         """API path prefixes."""
         self.max_active_tasks = max_active_tasks
         self.slots_per_model = slots_per_model
-        """Count [`max_active_tasks`][kling_async.testing.server.FakeKlingServer.max_active_tasks]
-        per resource pack and model (as Kling's newer docs say), not per account."""
+        """Count ``max_active_tasks`` per resource pack and model (as Kling's newer docs say),
+        not per account."""
         """Task slots per account; a create beyond it gets 429/1303."""
         self.rate_limit = rate_limit
         """Requests per second before 429/1302 (``None``: unlimited)."""
@@ -316,7 +316,7 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
     def slots_held(self, kind: KindSpec, body: Mapping[str, Any]) -> int:
         """Slots held now in the pool a create of *kind* with *body* counts against: an image
         task holds one per image (``n``); pools are per resource pack and model with
-        [`slots_per_model`][kling_async.testing.server.FakeKlingServer.slots_per_model]."""
+        ``slots_per_model``."""
         now = self.clock()
         scope = self._slot_scope(kind, body)
         return sum(
