@@ -40,6 +40,7 @@ class RedisTaskSlots:
         *,
         clock: Clock,
         events: EventSink | None = None,
+        scope: str = "",
     ) -> None:
         """Create task slots on *store*.
 
@@ -48,6 +49,8 @@ class RedisTaskSlots:
             max_active: the account's task limit (>= 1), or ``None`` for none of ours.
             clock: for local sleeps.
             events: receives [`ConcurrencyLimited`][kling_async.events.ConcurrencyLimited] per 1303.
+            scope: a pool of its own within the account (``"video:kling-v3"``); ``""`` is the
+                account's one pool.
 
         Raises:
             ConfigurationError: *max_active* is out of range.
@@ -62,15 +65,19 @@ class RedisTaskSlots:
         self._max_active = max_active
         self._clock = clock
         self._events = events
+        base = f"slots:{scope}:" if scope else "slots:"
         self._keys = [
-            store.key("slots:leases"),
-            store.key("slots:queue"),
-            store.key("slots:waiters"),
-            store.key("slots:state"),
-            store.key("slots:ticket"),
-            store.key("slots:released"),
-            store.key("slots:tasks"),
-            store.key("slots:lease-tasks"),
+            store.key(f"{base}{name}")
+            for name in (
+                "leases",
+                "queue",
+                "waiters",
+                "state",
+                "ticket",
+                "released",
+                "tasks",
+                "lease-tasks",
+            )
         ]
         # One place in the global queue per process: local waiters line up behind a lock and
         # the one at its head asks Redis, so a cancelled waiter does not cost the place.

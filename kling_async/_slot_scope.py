@@ -73,10 +73,11 @@ class SlotPools:
 
     Args:
         default: the pool of scope ``""`` (``KlingClient.slots``).
-        make: makes the pool of another scope; ``None`` puts every scope in *default*.
+        make: makes the pool of another scope (given the scope); ``None`` puts every scope in
+            *default*.
     """
 
-    def __init__(self, default: TaskSlots, make: Callable[[], TaskSlots] | None) -> None:
+    def __init__(self, default: TaskSlots, make: Callable[[str], TaskSlots] | None) -> None:
         self.default = default
         self._make = make
         self._pools: dict[str, TaskSlots] = {}
@@ -87,7 +88,7 @@ class SlotPools:
             return self.default
         pool = self._pools.get(scope)
         if pool is None:
-            pool = self._pools[scope] = self._make()
+            pool = self._pools[scope] = self._make(scope)
         return pool
 
     @property

@@ -134,7 +134,8 @@ class KlingClient(AsyncClosing):
             ``image:kling-v2-1``, ``try-on:...``), each with *max_active_tasks*, as Kling counts
             concurrency per model version and resource pack; ``False`` (the default, and the
             safe side where that is unconfirmed) counts every task against one pool. Either
-            way an image request for ``n`` images holds ``n`` slots. In-process pools only.
+            way an image request for ``n`` images holds ``n`` slots. With *shared*, each
+            scope's pool is shared too.
 
     Example::
 
@@ -207,11 +208,11 @@ class KlingClient(AsyncClosing):
         # Without pacing the pipeline skips the limiter altogether (no awaits per request).
         paced = limiter
         self.limiter: RateLimiter = limiter or UnlimitedLimiter()
-        if slots_per_model and (slots is not None or shared is not None):
-            # Each scope needs its own pool: one made here, or (later) a shared store's own.
+        if slots_per_model and slots is not None:
+            # Each scope needs a pool of its own, made here or by the shared store.
             raise ConfigurationError(
-                "slots_per_model=True works with the in-process pools only, not with slots= "
-                "or shared="
+                "slots_per_model=True makes its own pools (in-process, or on shared=); "
+                "it cannot split a custom slots="
             )
         if slots is None:
             slots = (
@@ -223,12 +224,7 @@ class KlingClient(AsyncClosing):
         """The task slots (of every task, or with ``slots_per_model`` of requests naming no model)."""
         self.max_active_tasks = max_active_tasks
         """The most tasks at once (per resource pack and model with ``slots_per_model``)."""
-        self._pools = SlotPools(
-            slots,
-            (lambda: SlotPool(max_active_tasks, clock=self.clock, events=self._emit))
-            if slots_per_model
-            else None,
-        )
+        self._pools = SlotPools(slots, self._scoped_pool if slots_per_model else None)
         self._pipeline = RequestPipeline(
             provider=resolved,
             auth=self._auth,
@@ -269,6 +265,14 @@ class KlingClient(AsyncClosing):
         self._account_last = -_ACCOUNT_GAP
         if webhook is not None:
             webhook.bind(self)
+
+    def _scoped_pool(self, scope: str) -> TaskSlots:
+        """A new pool of *scope* (``slots_per_model``): in-process, or on the shared store."""
+        if self._shared is None:
+            return SlotPool(self.max_active_tasks, clock=self.clock, events=self._emit)
+        return self._shared.task_slots(
+            self.max_active_tasks, clock=self.clock, events=self._emit, scope=scope
+        )
 
     def __repr__(self) -> str:
         return (

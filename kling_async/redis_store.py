@@ -193,9 +193,13 @@ class RedisStore:
         *,
         clock: Clock | None = None,
         events: EventSink | None = None,
+        scope: str = "",
     ) -> RedisTaskSlots:
-        """Task slots on this store (see [`RedisTaskSlots`][kling_async.redis_store.RedisTaskSlots])."""
-        slots = RedisTaskSlots(self, max_active, clock=clock or self._clock, events=events)
+        """Task slots on this store (see [`RedisTaskSlots`][kling_async.redis_store.RedisTaskSlots]);
+        *scope* names a pool of its own within the account (``""``: the account's one pool)."""
+        slots = RedisTaskSlots(
+            self, max_active, clock=clock or self._clock, events=events, scope=scope
+        )
         self._slots.append(slots)
         return slots
 

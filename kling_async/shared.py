@@ -40,7 +40,7 @@ class SharedStore(Protocol):
         ...
 
     def task_slots(
-        self, max_active: int | None, *, clock: Clock, events: EventSink | None
+        self, max_active: int | None, *, clock: Clock, events: EventSink | None, scope: str = ""
     ) -> TaskSlots:
         """The shared task slots for *max_active* tasks at once (``None``: no limit of ours).
 
@@ -49,6 +49,8 @@ class SharedStore(Protocol):
             clock: the client's clock, for local sleeps.
             events: receives [`ConcurrencyLimited`][kling_async.events.ConcurrencyLimited] for 1303 answers
                 that this process saw.
+            scope: a pool of its own within the account (``KlingClient(slots_per_model=True)``
+                asks for one per resource pack and model); ``""`` is the account's one pool.
         """
         ...
 

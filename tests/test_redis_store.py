@@ -405,3 +405,37 @@ async def test_a_task_seen_finished_in_another_process_frees_its_slot(url: str) 
         await anyio.sleep(0.4)  # a renewal: the creator learns that its lease was freed
         assert creator.slots.in_use == 0
     assert server.stats.codes[1303] == 0
+
+
+async def test_slots_per_model_are_shared_per_model(url: str) -> None:
+    """Two clients (two processes' worth) on one account, one slot per model: kling-v3 and
+    kling-v2-6 run side by side, and the second kling-v3, from the other client, waits."""
+    account = fresh_account()
+    timeline = Timeline(queue_seconds=0.05, processing_seconds=0.8)
+
+    def client(server: FakeKlingServer) -> kling.KlingClient:
+        return kling.KlingClient(
+            api_key=API_KEY,
+            provider=kling.local_emulator(server.url),
+            retry=FAST_RETRY,
+            poll=FAST_POLL,
+            max_active_tasks=1,
+            slots_per_model=True,
+            shared=RedisStore(url, account=account, poll_interval=0.01),
+        )
+
+    async with (
+        FakeKlingServer(
+            api_key=API_KEY, timeline=timeline, max_active_tasks=1, slots_per_model=True
+        ) as server,
+        client(server) as first,
+        client(server) as second,
+    ):
+        with anyio.fail_after(1.0):
+            await first.text_to_video("a", model_name="kling-v3")
+            await second.text_to_video("b", model_name="kling-v2-6")
+        with anyio.move_on_after(0.3):
+            await second.text_to_video("c", model_name="kling-v3")
+            pytest.fail("the other client's kling-v3 holds the one kling-v3 slot")
+        assert len(server.tasks) == 2
+    assert server.stats.codes[1303] == 0

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import kling_async as kling
-from kling_async.redis_store import RedisStore
+import kling_async.slots
 from kling_async.testing import FakeKlingServer, Timeline
 
 from .conftest import API_KEY, FAST_POLL, FAST_RETRY
@@ -93,10 +93,6 @@ async def test_more_images_than_slots_is_refused_before_sending() -> None:
     assert server.requests_to("api") == []
 
 
-def test_slots_per_model_needs_in_process_pools() -> None:
-    with pytest.raises(kling.ConfigurationError, match="in-process"):
-        kling.KlingClient(
-            api_key=API_KEY,
-            slots_per_model=True,
-            shared=RedisStore("redis://127.0.0.1:1/0"),
-        )
+def test_slots_per_model_cannot_split_a_custom_pool() -> None:
+    with pytest.raises(kling.ConfigurationError, match="custom slots="):
+        kling.KlingClient(api_key=API_KEY, slots_per_model=True, slots=kling.slots.SlotPool(2))
