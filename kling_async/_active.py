@@ -69,6 +69,8 @@ class ActiveTasks:
         self.callback_ids: set[str] = set()
         self.watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
         self._refresh_lock = anyio.Lock()
+        # Per pool (by id): the lock that weighted acquisitions take turns on.
+        self._weighted: dict[int, anyio.Lock] = {}
         # When waiting submitters last refreshed: once per interval for all of them, not each.
         self._refreshed_at = -math.inf
         # Set by the client: how to check tasks (one by one, or with list requests).
@@ -90,7 +92,15 @@ class ActiveTasks:
         # Marked before the await, so that a concurrent adopt of the same task does nothing.
         self.tasks[task.id] = task
         pool = self.pools.pool(scope)
-        hold = SlotHold(pool, [await pool.adopt() for _ in range(weight)])
+        leases: list[SlotLease] = []
+        try:
+            for _ in range(weight):
+                leases.append(await pool.adopt())  # noqa: PERF401 - kept on error
+        except BaseException:
+            self.tasks.pop(task.id, None)
+            await SlotHold(pool, leases).release()
+            raise
+        hold = SlotHold(pool, leases)
         if task.id in self.tasks:
             self._holds[task.id] = hold
             await hold.bind(task.id)
@@ -131,12 +141,19 @@ class ActiveTasks:
         allows: waiting for more could wait forever, and the server's answer tells the truth.
         """
         pool = self.pools.pool(scope)
-        limit = pool.limit
-        need = weight if limit is None else max(1, min(weight, limit))
+        if weight == 1:
+            return SlotHold(pool, [await self.acquire_slot(pool)])
         leases: list[SlotLease] = []
         try:
-            for _ in range(need):
-                leases.append(await self.acquire_slot(pool))  # noqa: PERF401 - kept on error
+            # One weighted acquirer per pool at a time: two collecting slots side by side could
+            # each hold part of the pool and wait for the other forever.
+            async with self._weighted.setdefault(id(pool), anyio.Lock()):
+                while True:
+                    limit = pool.limit
+                    need = weight if limit is None else max(1, min(weight, limit))
+                    if len(leases) >= need:
+                        break
+                    leases.append(await self.acquire_slot(pool))
         except BaseException:
             await SlotHold(pool, leases).release()
             raise

@@ -254,7 +254,11 @@ class CreateProtocol:
         """Give the slots back after a 1303 and wait for others; ``None`` once the cap passed."""
         # Shrink first, while this submission still holds its slot: a slot released into the
         # old limit would go straight to the next waiter, to meet a 1303 of its own.
-        await state.hold.pool.on_concurrency_limited()
+        held = len(state.hold.leases)
+        if held == 1:  # the one-slot call every pool has always taken
+            await state.hold.pool.on_concurrency_limited()
+        else:
+            await state.hold.pool.on_concurrency_limited(held=held)
         limit = self._retry.max_concurrency_wait
         if limit is not None and self._clock.now() - first_1303 >= limit:
             return None

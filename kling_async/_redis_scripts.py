@@ -161,8 +161,20 @@ local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], now + 2 * tonumber(ARGV[4]), ARGV[1])
 local task = redis.call('HGET', KEYS[5], ARGV[1])
 if task then
-  redis.call('HDEL', KEYS[4], task)
   redis.call('HDEL', KEYS[5], ARGV[1])
+  -- A task may hold several leases (n images): forget only this one.
+  local rest = {}
+  local bound = redis.call('HGET', KEYS[4], task)
+  if bound then
+    for other in string.gmatch(bound, '%S+') do
+      if other ~= ARGV[1] then table.insert(rest, other) end
+    end
+  end
+  if #rest > 0 then
+    redis.call('HSET', KEYS[4], task, table.concat(rest, ' '))
+  else
+    redis.call('HDEL', KEYS[4], task)
+  end
 end
 local limit = tonumber(redis.call('HGET', KEYS[2], 'limit'))
 if removed == 1 and limit then
@@ -184,35 +196,45 @@ return {removed, limit or -1}
 )
 
 # KEYS: tasks, lease tasks. ARGV: task id, lease id. Binds the lease to its task (both ways,
-# so that either release can forget the binding).
+# so that either release can forget the binding). A task may hold several leases (n images):
+# the task's entry lists them, space-separated.
 SLOT_BIND = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local bound = redis.call('HGET', KEYS[1], ARGV[1])
+if bound then
+  redis.call('HSET', KEYS[1], ARGV[1], bound .. ' ' .. ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
 # KEYS: leases, released, tasks, lease tasks. ARGV: lease ttl ms, task id.
-# Releases the lease bound to the task (remembered as released, like SLOT_RELEASE) and forgets
-# the binding. Returns 1 if the lease was still held.
+# Releases every lease bound to the task (remembered as released, like SLOT_RELEASE) and
+# forgets the bindings. Returns how many were still held.
 SLOT_RELEASE_TASK = (
     _NOW
     + """
-local lease = redis.call('HGET', KEYS[3], ARGV[2])
-if not lease then return 0 end
+local bound = redis.call('HGET', KEYS[3], ARGV[2])
+if not bound then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[4], lease)
-redis.call('ZADD', KEYS[2], now + 2 * tonumber(ARGV[1]), lease)
-return redis.call('ZREM', KEYS[1], lease)
+local removed = 0
+for lease in string.gmatch(bound, '%S+') do
+  redis.call('HDEL', KEYS[4], lease)
+  redis.call('ZADD', KEYS[2], now + 2 * tonumber(ARGV[1]), lease)
+  removed = removed + redis.call('ZREM', KEYS[1], lease)
+end
+return removed
 """
 )
 
-# KEYS: leases, queue, waiter expiry, state. ARGV: max active (0: none).
+# KEYS: leases, queue, waiter expiry, state. ARGV: max active (0: none), leases the caller holds.
 # Shrinks the usable limit to the leases held now, less the caller's own. Returns the limit.
 SLOT_LIMITED = (
     _NOW
     + _REAP
     + """
-local limit = math.max(1, redis.call('ZCARD', KEYS[1]) - 1)
+local limit = math.max(1, redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2]))
 local current = tonumber(redis.call('HGET', KEYS[4], 'limit'))
 if not current and tonumber(ARGV[1]) > 0 then current = tonumber(ARGV[1]) end
 if current and current <= limit then limit = current end

@@ -261,10 +261,12 @@ class RedisTaskSlots:
         if int(removed):
             _log.debug("freed the slot of task %s held by another process", task_id)
 
-    async def on_concurrency_limited(self) -> None:
-        """Shrink the account's usable limit to the leases held, less the caller's own."""
+    async def on_concurrency_limited(self, held: int = 1) -> None:
+        """Shrink the account's usable limit to the leases held, less the caller's own *held*."""
         try:
-            limit = int(await self._store.run(scripts.SLOT_LIMITED, self._keys[:4], [self._max]))
+            limit = int(
+                await self._store.run(scripts.SLOT_LIMITED, self._keys[:4], [self._max, held])
+            )
         except StoreUnavailableError as exc:
             _log.warning("%s; the 1303 could not be shared", exc)
             return

@@ -221,7 +221,8 @@ class KlingClient(AsyncClosing):
                 else shared.task_slots(max_active_tasks, clock=self.clock, events=self._emit)
             )
         self.slots: TaskSlots = slots
-        """The task slots (of every task, or with ``slots_per_model`` of requests naming no model)."""
+        """The task slots (of every task; with ``slots_per_model``, of tasks adopted without
+        their request)."""
         self.max_active_tasks = max_active_tasks
         """The most tasks at once (per resource pack and model with ``slots_per_model``)."""
         self._pools = SlotPools(slots, self._scoped_pool if slots_per_model else None)
@@ -349,7 +350,8 @@ class KlingClient(AsyncClosing):
         """
         scope, weight = "", 1
         if request is not None:
-            body = wire.request_body(request)
+            # As submit counts it: with the client's default model filled in.
+            body = wire.request_body(self._with_defaults(request, task.kind))
             scope = slot_scope(task.kind, body, per_model=self._creates.per_model)
             weight = slot_weight(body)
         await self._book.adopt(task, scope, weight)

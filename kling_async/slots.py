@@ -114,8 +114,9 @@ class TaskSlots(Protocol):
         """
         ...
 
-    async def on_concurrency_limited(self) -> None:
-        """Report a 1303 answer, before releasing the rejected submission's slot."""
+    async def on_concurrency_limited(self, held: int = 1) -> None:
+        """Report a 1303 answer, before releasing the rejected submission's *held* slots (more
+        than one for an image request of ``n`` images)."""
         ...
 
     async def bind(self, lease: SlotLease, task_id: str) -> None:
@@ -297,15 +298,15 @@ class SlotPool:
             task_id: a task that finished.
         """
 
-    async def on_concurrency_limited(self) -> None:
+    async def on_concurrency_limited(self, held: int = 1) -> None:
         """Shrink the usable limit after a 1303 answer.
 
-        Call it while the rejected submission still holds its slot, then [`release`][kling_async.slots.SlotPool.release] that
-        slot and [`acquire`][kling_async.slots.SlotPool.acquire] again to queue the retry (at the back of the queue).
+        Call it while the rejected submission still holds its *held* slots, then [`release`][kling_async.slots.SlotPool.release] them
+        and [`acquire`][kling_async.slots.SlotPool.acquire] again to queue the retry (at the back of the queue).
         """
         self._limited_at = self._clock.now()
-        # The caller's own slot is about to come back: it is not a running task.
-        limit = max(1, self._in_use - 1)
+        # The caller's own slots are about to come back: they are not running tasks.
+        limit = max(1, self._in_use - held)
         if self._limit is None or limit < self._limit:
             self._limit = limit
             _log.warning("too many tasks running on the account: using at most %d slots", limit)

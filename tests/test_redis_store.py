@@ -439,3 +439,27 @@ async def test_slots_per_model_are_shared_per_model(url: str) -> None:
             pytest.fail("the other client's kling-v3 holds the one kling-v3 slot")
         assert len(server.tasks) == 2
     assert server.stats.codes[1303] == 0
+
+
+async def test_a_task_holding_several_leases_is_freed_whole_by_another_process(
+    store: RedisStore,
+) -> None:
+    """An image task of n images binds n leases; another process that sees it finish frees all
+    of them, and a 1303 shrinks by everything the rejected create held."""
+    first = store.task_slots(4)
+    second = store.task_slots(4)
+    leases = [await first.acquire() for _ in range(3)]
+    for lease in leases:
+        await first.bind(lease, "task-of-3-images")
+    await first.release(leases[0])  # a release by the holder forgets only its own lease
+    await second.release_task("task-of-3-images")
+    with anyio.fail_after(2):
+        taken = [await second.acquire() for _ in range(4)]
+    assert len(taken) == 4
+    for lease in taken:
+        await second.release(lease)
+    held = [await first.acquire() for _ in range(4)]
+    await first.on_concurrency_limited(held=3)  # one task runs; the create held three
+    assert first.limit == 1
+    for lease in held:
+        await first.release(lease)

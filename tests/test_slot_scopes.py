@@ -96,3 +96,26 @@ async def test_more_images_than_slots_is_refused_before_sending() -> None:
 def test_slots_per_model_cannot_split_a_custom_pool() -> None:
     with pytest.raises(kling.ConfigurationError, match="custom slots="):
         kling.KlingClient(api_key=API_KEY, slots_per_model=True, slots=kling.slots.SlotPool(2))
+
+
+async def test_two_weighted_requests_take_turns_instead_of_deadlocking() -> None:
+    """Two requests of 3 images on 4 slots: one waits for the other, none holds part forever."""
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=LONG, max_active_tasks=4) as server,
+        client_for(server, max_active_tasks=4) as client,
+    ):
+        with anyio.fail_after(5):
+            tasks = await client.submit_many(
+                [kling.ImageGeneration(prompt="a", n=3), kling.ImageGeneration(prompt="b", n=3)]
+            )
+        assert len(tasks) == 2
+    assert server.stats.codes[1303] == 0
+
+
+async def test_a_1303_shrinks_the_pool_by_every_slot_the_create_held() -> None:
+    pool = kling.slots.SlotPool(10)
+    held = [await pool.acquire() for _ in range(5)]
+    await pool.on_concurrency_limited(held=3)  # two tasks run; the create held three
+    assert pool.limit == 2
+    for lease in held:
+        await pool.release(lease)

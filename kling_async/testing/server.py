@@ -124,10 +124,10 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         self.prefixes: tuple[str, ...] = tuple(p.rstrip("/") for p in prefixes)
         """API path prefixes."""
         self.max_active_tasks = max_active_tasks
+        """Task slots per account; a create beyond it gets 429/1303."""
         self.slots_per_model = slots_per_model
         """Count ``max_active_tasks`` per resource pack and model (as Kling's newer docs say),
         not per account."""
-        """Task slots per account; a create beyond it gets 429/1303."""
         self.rate_limit = rate_limit
         """Requests per second before 429/1302 (``None``: unlimited)."""
         self.rate_burst = rate_burst
