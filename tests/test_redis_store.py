@@ -376,20 +376,29 @@ async def test_a_send_that_waited_its_turn_still_obeys_a_new_cool_down(store: Re
         assert time.monotonic() - started >= 0.45
 
 
+def _one_slot_client(
+    server: FakeKlingServer, store: RedisStore, *, slots_per_model: bool = False
+) -> kling.KlingClient:
+    """A client of *server* with one task slot, shared through *store*."""
+    return kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_active_tasks=1,
+        slots_per_model=slots_per_model,
+        shared=store,
+    )
+
+
 async def test_a_task_seen_finished_in_another_process_frees_its_slot(url: str) -> None:
     """A creates a task and never looks at it again; B sees it finish: the slot is free at once."""
     timeline = Timeline(queue_seconds=0.02, processing_seconds=0.1)
     account = fresh_account()
 
     def client_for(server: FakeKlingServer) -> kling.KlingClient:
-        return kling.KlingClient(
-            api_key=API_KEY,
-            provider=kling.local_emulator(server.url),
-            retry=FAST_RETRY,
-            poll=FAST_POLL,
-            max_active_tasks=1,
-            shared=RedisStore(url, account=account, lease_ttl=0.6, poll_interval=0.01),
-        )
+        store = RedisStore(url, account=account, lease_ttl=0.6, poll_interval=0.01)
+        return _one_slot_client(server, store)
 
     async with (
         FakeKlingServer(api_key=API_KEY, timeline=timeline, max_active_tasks=1) as server,
@@ -414,15 +423,8 @@ async def test_slots_per_model_are_shared_per_model(url: str) -> None:
     timeline = Timeline(queue_seconds=0.05, processing_seconds=0.8)
 
     def client(server: FakeKlingServer) -> kling.KlingClient:
-        return kling.KlingClient(
-            api_key=API_KEY,
-            provider=kling.local_emulator(server.url),
-            retry=FAST_RETRY,
-            poll=FAST_POLL,
-            max_active_tasks=1,
-            slots_per_model=True,
-            shared=RedisStore(url, account=account, poll_interval=0.01),
-        )
+        store = RedisStore(url, account=account, poll_interval=0.01)
+        return _one_slot_client(server, store, slots_per_model=True)
 
     async with (
         FakeKlingServer(
