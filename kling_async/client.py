@@ -326,17 +326,15 @@ class KlingClient(AsyncClosing):
             raise ConfigurationError(f"not a task id: {task_id!r}")
         if self.provider.is_standard(resolved.name):
             found = await fetch_one(self._call, task_id, resolved)
-            if self._book.needs_observing(found):
-                await self._book.observe(found)
-            return found
-        path = f"{resolved.path}/{task_id}"
-        data = await self._call("GET", path)
-        if isinstance(task, Task) and task.kind is resolved and task.raw == data:
-            # Most status checks answer exactly what the last one did; the Task built from
-            # that answer is still right, and skipping the rebuild is most of a check's CPU.
-            found = task
         else:
-            found = wire.parse_task(data, resolved, where=f"GET {path}")
+            path = f"{resolved.path}/{task_id}"
+            data = await self._call("GET", path)
+            if isinstance(task, Task) and task.kind is resolved and task.raw == data:
+                # Most status checks answer exactly what the last one did; the Task built from
+                # that answer is still right, and skipping the rebuild is most of a check's CPU.
+                found = task
+            else:
+                found = wire.parse_task(data, resolved, where=f"GET {path}")
         if self._book.needs_observing(found):
             await self._book.observe(found)
         return found
@@ -513,7 +511,9 @@ class KlingClient(AsyncClosing):
         """
         kind = kind_for_request(request)
         self.limits.check(request)
-        weight = slot_weight(wire.request_body(request))
+        # One body for both checks, as submit sends it (the defaults are idempotent).
+        body = wire.request_body(self._with_defaults(request, kind))
+        weight = slot_weight(body)
         limit = self.max_active_tasks
         if limit is not None and weight > limit:
             raise ValidationError(
@@ -521,7 +521,6 @@ class KlingClient(AsyncClosing):
                 f"{weight} images hold {weight} task slots, more than max_active_tasks={limit}",
             )
         if self.provider.is_standard(kind.name):
-            body = wire.request_body(self._with_defaults(request, kind))
             create_path(kind.name, body)
             standard_body(body)
 
