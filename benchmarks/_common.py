@@ -57,6 +57,28 @@ def make_client(
     )
 
 
+class CheckCounter:
+    """Counts the status checks a client's watchers make, while ``counting`` is set.
+
+    Wraps the client's status check (what ``watch()`` hands its scheduler: ``get_task``
+    keeping no raw answer of a running task) with an instance attribute, read when a
+    watcher is made; no event listener is added, so the client runs as a script's would.
+    """
+
+    def __init__(self, client: kling.KlingClient) -> None:
+        self.count = 0
+        self.counting = False
+        poll = client._poll
+
+        async def counted(task: kling.Task) -> kling.Task:
+            found = await poll(task)
+            if self.counting:
+                self.count += 1
+            return found
+
+        client._poll = counted  # type: ignore[method-assign]
+
+
 def scaled_policy(policy: kling.PollPolicy, scale: float) -> kling.PollPolicy:
     """*policy* with every time field multiplied by *scale*."""
     expected = policy.expected

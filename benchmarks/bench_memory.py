@@ -9,10 +9,11 @@ Steps, each measured as RSS growth after a full garbage collection (``/proc/self
 
 Reported: bytes per Task, bytes per task of scheduler overhead, and their ratio.
 
-A second, realistic count (issue 9): N tasks *as parsed from a CometAPI-wrapped status answer*
-(``wire.parse_task``, which keeps the answer as ``task.raw``), each also noted in a
-``CompletionModel`` and a ``dict`` by id (what ``KlingClient.submit`` keeps), then tracked by a
-scheduler with the default ``PollPolicy()``: all of it per task.
+A second, realistic count (issue 9): per task, what the client keeps of it: its record of the
+created task (``KlingClient.submit`` keeps its id and kind), its start in the
+``CompletionModel``, and a scheduler with the default ``PollPolicy()`` tracking the task *as its
+last status check parsed it from a CometAPI-wrapped answer* (fingerprinted, no ``raw`` while
+it runs: see ``Task.raw``): all of it per task.
 
 Run: ``.venv/bin/python benchmarks/bench_memory.py``
 """
@@ -20,6 +21,7 @@ Run: ``.venv/bin/python benchmarks/bench_memory.py``
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +33,7 @@ from kling_async.completion import CompletionModel, profile_of
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.models import TaskStatus
 from kling_async.scheduler import PollScheduler
-from kling_async.wire import parse_task
+from kling_async.wire import fingerprint, parse_task
 
 TARGET_BYTES = 1024
 
@@ -67,18 +69,43 @@ def _wrapped_answer(index: int) -> dict[str, Any]:
     }
 
 
+def _create_answer(index: int) -> dict[str, Any]:
+    """A create answer's ``data`` (kling-api.md 1.3)."""
+    stamp = 1_780_000_000_000 + index
+    return {
+        "task_id": str(800_000_000_000_000_000 + index),
+        "task_status": "submitted",
+        "task_info": {"external_task_id": f"ext-{index}"},
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
 def _realistic(tasks: int) -> float:
-    """RSS per task: parsed from a wrapped answer, noted as the client notes it, tracked."""
+    """RSS per task: created, polled and kept the way ``submit`` and ``watch`` keep them.
+
+    Per task: the client's own record of it (``submit`` keeps its id and kind), its start in the completion model, and the scheduler's entry
+    holding the task as its last status check read it (a CometAPI-wrapped answer, parsed as
+    the scheduler parses it: fingerprinted, no raw answer while it runs).
+    """
     start = rss_bytes()
     model = CompletionModel()
-    active: dict[str, kling.Task] = {}
+    kinds: dict[str, kling.TaskKind] = {}
     scheduler = PollScheduler(_never, policy=kling.PollPolicy(), completions=model)
     profile = profile_of(kling.TextToVideo(prompt="x"), TEXT_TO_VIDEO.name)
     for index in range(tasks):
-        task = parse_task(_wrapped_answer(index), TEXT_TO_VIDEO)
-        active[task.id] = task
-        model.submitted(task.id, profile, 0.0)
-        scheduler.add(task)
+        created = parse_task(_create_answer(index), TEXT_TO_VIDEO)
+        kinds[created.id] = created.kind
+        model.submitted(created.id, profile, 0.0)
+        body = json.dumps({"code": 0, "request_id": "r", "data": _wrapped_answer(index)})
+        polled = parse_task(
+            json.loads(body)["data"],
+            TEXT_TO_VIDEO,
+            fingerprint=fingerprint(body.encode()),
+            keep_raw=False,
+            like=created,
+        )
+        scheduler.add(polled)
     grown = rss_bytes() - start
     assert scheduler.tracked == tasks
     return grown / tasks

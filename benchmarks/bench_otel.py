@@ -4,7 +4,7 @@ The same never-finishing tasks (emulator in a child process on 127.0.0.1, as in
 ``bench_throughput.py``) are checked back to back by ``client.watch`` with concurrency C, in four
 modes that alternate round by round:
 
-* **off**: no event sink at all (checks are counted by wrapping ``client.get_task``);
+* **off**: no event sink at all (checks are counted by wrapping the client's status check);
 * **sink**: one no-op event sink, what any progress display costs (events are built);
 * **api**: ``instrument(client)`` on the OpenTelemetry API's no-op providers (no SDK installed);
 * **sdk**: ``instrument(client)`` on the SDK: every span goes through a ``SimpleSpanProcessor`` to
@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
-from _common import emulator_process, make_client, print_table, prompts, verdict
+from _common import CheckCounter, emulator_process, make_client, print_table, prompts, verdict
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -101,32 +101,20 @@ async def _window(
         jitter=0.0,
         max_in_flight=concurrency,
     )
-    count = 0
-    counted = False
     async with make_client(url, supports_list=False, poll=policy) as client:
-        fetch: Callable[..., Awaitable[kling.Task]] = client.get_task
-
-        async def counting(task: kling.Task | str, kind: Any = "text2video") -> kling.Task:
-            nonlocal count
-            found = await fetch(task, kind)
-            if counted:
-                count += 1
-            return found
-
-        # The watcher reads client.get_task when it is made: an instance attribute wins.
-        client.get_task = counting  # type: ignore[method-assign]
+        checks = CheckCounter(client)
         undo = _setup(mode, client)
         try:
             async with client.watch(tasks):
                 await anyio.sleep(warmup)
-                counted = True
+                checks.counting = True
                 started, cpu = time.perf_counter(), time.process_time()
                 await anyio.sleep(window)
                 elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-                counted = False
+                checks.counting = False
         finally:
             undo()
-    return count / elapsed, cpu / max(count, 1)
+    return checks.count / elapsed, cpu / max(checks.count, 1)
 
 
 async def run(

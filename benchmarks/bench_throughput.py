@@ -37,6 +37,7 @@ import aiohttp
 import anyio
 from _common import (
     API_KEY,
+    CheckCounter,
     emulator_process,
     make_client,
     percentile,
@@ -112,24 +113,11 @@ async def _library_window(
     profiler: cProfile.Profile | None = None,
 ) -> _Window:
     """Checks per second of ``client.watch`` over *tasks* during *window* (after *warmup*)."""
-    count = 0
-    counted = False
-
     async with make_client(url, supports_list=False, poll=_tight_policy(concurrency)) as client:
-        get_task = client.get_task
-
-        async def counting(task: kling.Task | str, kind: Any = "text2video") -> kling.Task:
-            nonlocal count
-            found = await get_task(task, kind)
-            if counted:
-                count += 1
-            return found
-
-        # watch() hands the scheduler client.get_task: count there, with no event listener.
-        client.get_task = counting  # type: ignore[method-assign]
+        checks = CheckCounter(client)
         async with client.watch(tasks):
             await anyio.sleep(warmup)
-            counted = True
+            checks.counting = True
             if profiler is not None:
                 profiler.enable()
             started, cpu = time.perf_counter(), time.process_time()
@@ -137,8 +125,8 @@ async def _library_window(
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             if profiler is not None:
                 profiler.disable()
-            counted = False
-    return _Window(count / elapsed, cpu / max(count, 1))
+            checks.counting = False
+    return _Window(checks.count / elapsed, cpu / max(checks.count, 1))
 
 
 async def run(

@@ -21,7 +21,7 @@ from .clock import Clock
 from .completion import CompletionModel
 from .errors import APIConnectionError, APIError
 from .events import Event, SlotAcquired
-from .models import Task
+from .models import Task, TaskKind, TaskStatus
 from .scheduler import PartialBatchError, PollPolicy
 from .slots import SlotLease, TaskSlots
 from .watch import Watcher
@@ -62,7 +62,8 @@ class ActiveTasks:
         self._completions = completions
         self._emit = emit
         self._webhook = webhook
-        self.tasks: dict[str, Task] = {}
+        # Each unfinished task's kind, by id: enough to check it, and 100k tasks add up.
+        self.kinds: dict[str, TaskKind] = {}
         # The task slots each active task holds (an adopted task gets them a moment later).
         self._holds: dict[str, SlotHold] = {}
         # Unfinished tasks created with the receiver's callback URL.
@@ -81,27 +82,27 @@ class ActiveTasks:
         if task.is_finished:
             await hold.release()
             return
-        self.tasks[task.id] = task
+        self.kinds[task.id] = task.kind
         self._holds[task.id] = hold
         await hold.bind(task.id)
 
     async def adopt(self, task: Task, scope: str = "", weight: int = 1) -> None:
         """Count an unfinished task created earlier against the task slots (twice: once)."""
-        if task.is_finished or task.id in self.tasks:
+        if task.is_finished or task.id in self.kinds:
             return
         # Marked before the await, so that a concurrent adopt of the same task does nothing.
-        self.tasks[task.id] = task
+        self.kinds[task.id] = task.kind
         pool = self.pools.pool(scope)
         leases: list[SlotLease] = []
         try:
             for _ in range(weight):
                 leases.append(await pool.adopt())  # noqa: PERF401 - kept on error
         except BaseException:
-            self.tasks.pop(task.id, None)
+            self.kinds.pop(task.id, None)
             await SlotHold(pool, leases).release()
             raise
         hold = SlotHold(pool, leases)
-        if task.id in self.tasks:
+        if task.id in self.kinds:
             self._holds[task.id] = hold
             await hold.bind(task.id)
         else:  # seen finished while the lease was on its way
@@ -124,7 +125,7 @@ class ActiveTasks:
             return
         self.callback_ids.discard(task.id)
         self._completions.forget(task.id)
-        ours = self.tasks.pop(task.id, None) is not None
+        ours = self.kinds.pop(task.id, None) is not None
         hold = self._holds.pop(task.id, None)
         if hold is not None:
             await hold.release()
@@ -187,9 +188,9 @@ class ActiveTasks:
             if watcher.running:  # a watcher left behind checks nothing
                 watched.update(task.id for task in watcher.pending)
         stale = [
-            task
-            for task in self.tasks.values()
-            if task.id not in watched and self._may_have_finished(task)
+            Task(task_id, kind, TaskStatus.SUBMITTED)
+            for task_id, kind in self.kinds.items()
+            if task_id not in watched and self._may_have_finished(task_id)
         ]
         stale = stale[:_REFRESH_BATCH]
         if not stale or self.refresh is None:
@@ -204,14 +205,14 @@ class ActiveTasks:
         policy = self._policy()
         return policy.detect_gap if policy.expected is not None else policy.min_interval
 
-    def _may_have_finished(self, task: Task) -> bool:
+    def _may_have_finished(self, task_id: str) -> bool:
         """Whether *task* is old enough to have finished, by its kind of request's window.
 
         Refreshing a task that cannot have finished yet only costs a request (issue 9: these
         refreshes once cost a submit_many of long tasks 150 GETs per task).
         """
         policy = self._policy()
-        started = self._completions.started(task.id)
+        started = self._completions.started(task_id)
         if policy.expected is None or started is None:
             return True
         times, created = started

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import wire
 from .auth import Auth
@@ -30,11 +30,22 @@ from .providers import Provider
 from .retry import RetryPolicy, needs_new_token
 from .transport import Transport
 
-__all__ = ["RequestPipeline"]
+__all__ = ["Read", "RequestPipeline"]
 
 logger = logging.getLogger("kling_async.client")
 
 _FAILURES = (APIError, APIConnectionError, ResponseParseError)
+
+
+class Read(NamedTuple):
+    """A status answer read with [`RequestPipeline.read`][kling_async._pipeline.RequestPipeline.read]."""
+
+    data: Any
+    """The answer's ``data`` (``None`` when *unchanged*: it was not decoded)."""
+    fingerprint: bytes
+    """The answer body's [`fingerprint`][kling_async.wire.fingerprint]."""
+    unchanged: bool
+    """The answer is byte-identical to the known one."""
 
 
 class RequestPipeline:
@@ -118,14 +129,47 @@ class RequestPipeline:
             APIConnectionError: no answer came (after retries).
             ResponseParseError: the answer could not be read (after retries).
         """
+        url = self.provider.standard_url(path) if standard else self.provider.url(path)
+        return await self._run(method, path, url, json, params, retry, None)
+
+    async def read(self, path: str, *, known: bytes | None) -> Read:
+        """``GET`` *path* (a task's status) and fingerprint the answer.
+
+        The answer is decoded only when its fingerprint differs from *known* (the one of the
+        answer the caller's task came from): most status checks repeat the last answer byte
+        for byte. Retries and errors as in [`call`][kling_async._pipeline.RequestPipeline.call].
+        """
+        answer: Read = await self._run(
+            "GET", path, self.provider.url(path), None, None, True, known or b""
+        )
+        return answer
+
+    async def _run(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        json: Any,
+        params: Mapping[str, str] | None,
+        retry: bool,
+        known: bytes | None,
+    ) -> Any:
         if self.closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
+        # The first attempt runs outside the retry loop: almost every request succeeds at once,
+        # and setting the loop up costs a status check several microseconds.
+        try:
+            return await self._send(method, path, url, json, params, 0, known)
+        except _FAILURES as error:
+            waits = await self._limiter_waits(error)
+            if not (retry and self.retry.should_retry(error, 0)):
+                raise
+            first = error
         where = f"{method} {path}"
-        url = self.provider.standard_url(path) if standard else self.provider.url(path)
         policy = self.retry
 
         def should_retry(error: BaseException, retries: int) -> bool:
-            return retry and isinstance(error, _FAILURES) and policy.should_retry(error, retries)
+            return isinstance(error, _FAILURES) and policy.should_retry(error, retries)
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
             logger.info(
@@ -134,22 +178,33 @@ class RequestPipeline:
             self._emit(Retrying(operation=where, attempt=attempt, delay=delay, error=error))
 
         async for attempt in policy.attempts(
-            self.clock, should_retry=should_retry, on_retry=on_retry
+            self.clock,
+            should_retry=should_retry,
+            on_retry=on_retry,
+            after=(first, waits),
         ):
             with attempt:
                 try:
-                    return await self._send(method, path, url, json, params, attempt.retries_done)
-                except RateLimitError as exc:
-                    if (
-                        self._limiter is not None
-                        and not isinstance(exc, ConcurrencyLimitError)
-                        and await self._limiter.on_rate_limited(exc.retry_after)
-                    ):
-                        # One shared cool-down for every coroutine instead of N private
-                        # back-offs: the limiter already holds the next attempt back.
+                    return await self._send(
+                        method, path, url, json, params, attempt.retries_done, known
+                    )
+                except _FAILURES as error:
+                    if await self._limiter_waits(error):
                         attempt.skip_wait()
                     raise
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    async def _limiter_waits(self, error: BaseException) -> bool:
+        """Report a rate-limit answer to the limiter; ``True`` if it now holds the next try back.
+
+        One shared cool-down for every coroutine instead of N private back-offs.
+        """
+        return (
+            isinstance(error, RateLimitError)
+            and not isinstance(error, ConcurrencyLimitError)
+            and self._limiter is not None
+            and await self._limiter.on_rate_limited(error.retry_after)
+        )
 
     async def _send(
         self,
@@ -159,8 +214,12 @@ class RequestPipeline:
         json: Any,
         params: Mapping[str, str] | None,
         retries: int,
+        known: bytes | None,
     ) -> Any:
-        """One attempt, re-signed and sent again at once if the server calls the JWT expired."""
+        """One attempt, re-signed and sent again at once if the server calls the JWT expired.
+
+        With *known* (``b""`` for none yet) the answer is a [`Read`][kling_async._pipeline.Read].
+        """
         limiter = self._limiter
         # Nobody listening: no clock reads, no event objects (the instrumentation's "off" cost).
         observed = bool(self._events)
@@ -180,9 +239,19 @@ class RequestPipeline:
                     timeout=self.timeout,
                 )
                 status = raw.status
-                data = wire.parse_envelope(
-                    raw.status, raw.headers, raw.body, where=f"{method} {path}"
-                )
+                if known is None:
+                    data = wire.parse_envelope(
+                        status, raw.headers, raw.body, where=f"{method} {path}"
+                    )
+                else:
+                    digest = wire.fingerprint(raw.body)
+                    if status == 200 and digest == known:
+                        # Byte-identical to an answer that was read fine: it reads the same.
+                        data = Read(None, digest, unchanged=True)
+                    else:
+                        where = f"{method} {path}"
+                        envelope = wire.parse_envelope(status, raw.headers, raw.body, where=where)
+                        data = Read(envelope, digest, unchanged=False)
             except _FAILURES as exc:
                 if observed:
                     self._emit(

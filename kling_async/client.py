@@ -318,6 +318,13 @@ class KlingClient(AsyncClosing):
             task: a [`Task`][kling_async.models.Task], or a task id (then *kind* says which endpoint created it).
             kind: the task kind when *task* is an id: a [`TaskKind`][kling_async.models.TaskKind] or its name.
         """
+        return await self._read_task(task, kind, keep_raw=True)
+
+    async def _poll(self, task: Task) -> Task:
+        """The scheduler's status check: ``get_task`` keeping no ``raw`` while the task runs."""
+        return await self._read_task(task, task.kind, keep_raw=False)
+
+    async def _read_task(self, task: Task | str, kind: TaskKind | str, *, keep_raw: bool) -> Task:
         if isinstance(task, Task):
             task_id, resolved = task.id, task.kind
         else:
@@ -328,13 +335,25 @@ class KlingClient(AsyncClosing):
             found = await fetch_one(self._call, task_id, resolved)
         else:
             path = f"{resolved.path}/{task_id}"
-            data = await self._call("GET", path)
-            if isinstance(task, Task) and task.kind is resolved and task.raw == data:
-                # Most status checks answer exactly what the last one did; the Task built from
-                # that answer is still right, and skipping the rebuild is most of a check's CPU.
+            # The task in hand still describes an answer that has not changed (most do not
+            # between two checks), unless it lacks the raw answer this caller wants.
+            known = (
+                task.fingerprint
+                if isinstance(task, Task) and (not keep_raw or task.raw or task.is_finished)
+                else None
+            )
+            answer = await self._pipeline.read(path, known=known)
+            if answer.unchanged and isinstance(task, Task):
                 found = task
             else:
-                found = wire.parse_task(data, resolved, where=f"GET {path}")
+                found = wire.parse_task(
+                    answer.data,
+                    resolved,
+                    where=f"GET {path}",
+                    fingerprint=answer.fingerprint,
+                    keep_raw=keep_raw,
+                    like=task if isinstance(task, Task) else None,
+                )
         if self._book.needs_observing(found):
             await self._book.observe(found)
         return found
@@ -557,7 +576,7 @@ class KlingClient(AsyncClosing):
             await self._batch_fetch(tasks)
             return
         for task in tasks:
-            await self.get_task(task)
+            await self._poll(task)
 
     async def text_to_video(self, prompt: str, **fields: Any) -> Task:
         """Shorthand for ``submit(TextToVideo(prompt=prompt, **fields))``.
@@ -643,7 +662,7 @@ class KlingClient(AsyncClosing):
         """
         by_ids = self.provider.api_style is ApiStyle.STANDARD
         watcher = Watcher(
-            fetch=self.get_task,
+            fetch=self._poll,
             batch_fetch=self._batch_fetch if self._lists_work or by_ids else None,
             policy=self.poll_policy,
             clock=self.clock,
@@ -678,14 +697,14 @@ class KlingClient(AsyncClosing):
         if standard:
             return await self._fetch_mixed(tasks, standard)
         if not self._lists_work:
-            return [await self.get_task(task) for task in tasks]
+            return [await self._poll(task) for task in tasks]
         try:
             found = await fetch_by_listing(tasks, self.list_tasks, self._book.observe)
         except NoListRoute:
             # No list route after all (a gateway in front of the provider): check one task
             # at a time from now on, instead of failing every watcher.
             self._lists_work = False
-            return [await self.get_task(task) for task in tasks]
+            return [await self._poll(task) for task in tasks]
         return found
 
     async def _fetch_mixed(self, tasks: Sequence[Task], standard: Sequence[Task]) -> Sequence[Task]:

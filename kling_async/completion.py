@@ -87,7 +87,9 @@ def progress_of(task: Task) -> float | None:
         >>> progress_of(task)
         42.0
     """
-    value: Any = task.raw.get("progress")
+    # A running task the scheduler keeps has no raw answer (see Task.raw): its parsed
+    # progress (whole percents) stands in.
+    value: Any = task.raw.get("progress", task.progress)
     if isinstance(value, str):
         value = value.strip().rstrip("%")
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import attrs
@@ -192,6 +193,13 @@ class Task:
             own; callbacks sent straight from the upstream carry this one.
         progress: percent done, where a gateway reports it (``"45%"`` becomes ``45``).
         raw: the parsed JSON the task came from, for debugging (not compared, not in repr).
+            Tasks the poll scheduler keeps while they run hold an empty mapping here (100k
+            tracked answers would cost about 1.5 KiB each); a finished task, and any task
+            [`KlingClient.get_task`][kling_async.client.KlingClient.get_task] returns, holds
+            its answer.
+        fingerprint: a digest of the answer body the task was read from, or ``None``; the
+            client compares it with the next answer's to skip re-reading an unchanged one
+            (not compared, not in repr).
 
     Image and audio tasks list their results in [`images`][kling_async.models.Task.images] and [`audios`][kling_async.models.Task.audios];
     [`results`][kling_async.models.Task.results] lists every result whatever the kind.
@@ -209,6 +217,7 @@ class Task:
     upstream_id: str | None = None
     progress: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    fingerprint: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def is_finished(self) -> bool:
@@ -239,6 +248,10 @@ class Task:
     def failed(self) -> bool:
         """``True`` when the task failed."""
         return self.status is TaskStatus.FAILED
+
+
+NO_RAW: Mapping[str, Any] = MappingProxyType({})
+"""The empty, read-only ``raw`` of a running task the poll scheduler keeps (see ``Task.raw``)."""
 
 
 MODES: tuple[str, ...] = ("std", "pro", "4k")

@@ -97,6 +97,7 @@ class RetryPolicy:
         *,
         should_retry: Callable[[BaseException, int], bool] | None = None,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
+        after: tuple[BaseException, bool] | None = None,
     ) -> Attempts:
         """The attempts of one operation, retried by this policy on *clock*'s time.
 
@@ -111,6 +112,9 @@ class RetryPolicy:
                 [`should_retry`][kling_async.retry.RetryPolicy.should_retry].
             on_retry: called with ``(error, retry_number, delay)`` before each wait (logging,
                 events).
+            after: ``(error, skip_wait)`` when the first try already ran and failed with a
+                retryable *error*: the loop begins with the wait before the second try (with
+                none if *skip_wait*).
 
         Examples:
             >>> import anyio
@@ -128,7 +132,16 @@ class RetryPolicy:
             >>> anyio.run(flaky)
             [0.0, 1.0, 3.0]
         """
-        return Attempts(self, clock, should_retry or self.should_retry, on_retry)
+        attempts = Attempts(self, clock, should_retry or self.should_retry, on_retry)
+        if after is not None:
+            # The first try already ran (outside the loop, on a hot path) and failed with
+            # this error: the loop starts with its wait.
+            error, skip_wait = after
+            first = Attempt(attempts, 0)
+            first._error = error
+            first._skip_wait = skip_wait
+            attempts._current = first
+        return attempts
 
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Whether *error* is transient and the retry budget allows another attempt."""

@@ -142,7 +142,9 @@ class PollScheduler:
         self._completions = completions if completions is not None else CompletionModel()
 
         self._entries: dict[str, Entry] = {}
-        self._seen: set[str] = set()
+        # Ids no longer tracked (delivered, expired, given up): adding one again does nothing.
+        # Tracked ids are the keys of _entries; one set of every id would cost 100k entries.
+        self._gone: set[str] = set()
         self._due = DueHeap(
             batching=batch_fetch is not None, batch_size=batch_size, lookahead=batch_lookahead
         )
@@ -209,7 +211,7 @@ class PollScheduler:
         Args:
             task_id: the task's id.
         """
-        return task_id in self._seen
+        return task_id in self._entries or task_id in self._gone
 
     @property
     def closed(self) -> bool:
@@ -234,9 +236,8 @@ class PollScheduler:
         """
         if self._closed:
             raise RuntimeError("cannot add tasks to a closed PollScheduler")
-        if task.id in self._seen:
+        if task.id in self._entries or task.id in self._gone:
             return
-        self._seen.add(task.id)
         now = self._clock.now()
         entry = Entry.start(
             task,
@@ -493,6 +494,7 @@ class PollScheduler:
     def _untrack(self, entry: Entry) -> None:
         task_id = entry.task.id
         del self._entries[task_id]
+        self._gone.add(task_id)
         self._completions.forget(task_id)
         self._wake_if_done()
         entry.heap_seq = -1

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from hashlib import blake2b
 from typing import Any
 
 import attrs
@@ -31,11 +32,12 @@ from . import dialects
 from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack
 from .errors import APIError, MissingResultError, ResponseParseError, error_for_response
-from .models import Task, TaskKind, TaskRequest, TaskStatus, Video
+from .models import NO_RAW, Task, TaskKind, TaskRequest, TaskStatus, Video
 from .retry import parse_retry_after
 
 __all__ = [
     "converter",
+    "fingerprint",
     "item_id",
     "parse_account_costs",
     "parse_envelope",
@@ -113,6 +115,42 @@ converter.register_structure_hook(str, _text)
 
 def _excerpt(body: bytes) -> str:
     return body[:120].decode("utf-8", "replace")
+
+
+_REQUEST_ID_KEY = b'"request_id"'
+_REQUEST_ID_VALUE = re.compile(rb'\s*:\s*(?:"[^"\\]*"|-?\d+)')
+
+
+def fingerprint(body: bytes) -> bytes:
+    """A digest of an answer *body*, blind to its ``request_id`` values.
+
+    Most status checks answer what the one before did, but in a fresh envelope: Kling (and
+    a gateway that keeps Kling's envelope inside its own) gives every answer a new
+    ``request_id``. Two bodies with equal digests are byte-identical but for those values, so
+    they read as the same task, and the client keeps the task it has instead of decoding and
+    parsing the answer again. BLAKE2b with 128 bits makes a false match between two answers
+    a practical impossibility, unlike Python's 64-bit ``hash``.
+
+    Examples:
+        >>> first = b'{"code": 0, "request_id": "a1", "data": {"task_status": "submitted"}}'
+        >>> fingerprint(first) == fingerprint(first.replace(b"a1", b"b2"))
+        True
+        >>> fingerprint(first) == fingerprint(first.replace(b"submitted", b"processing"))
+        False
+    """
+    digest = blake2b(digest_size=16)
+    view = memoryview(body)
+    start = 0
+    key = body.find(_REQUEST_ID_KEY)
+    while key >= 0:
+        after = key + len(_REQUEST_ID_KEY)
+        value = _REQUEST_ID_VALUE.match(body, after)
+        if value is not None:
+            digest.update(view[start:key])
+            start = value.end()
+        key = body.find(_REQUEST_ID_KEY, after)
+    digest.update(view[start:])
+    return digest.digest()
 
 
 MAX_NESTING = 8
@@ -366,11 +404,25 @@ def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict
     }
 
 
-def parse_task(data: Any, kind: TaskKind, *, where: str = "", require_result: bool = True) -> Task:
+def parse_task(
+    data: Any,
+    kind: TaskKind,
+    *,
+    where: str = "",
+    require_result: bool = True,
+    fingerprint: bytes | None = None,
+    keep_raw: bool = True,
+    like: Task | None = None,
+) -> Task:
     """Build a [`Task`][kling_async.models.Task] from any known task payload shape.
 
     A task that reports success must carry at least one result with an http(s) URL (unless
     *require_result* is false: an unsigned callback, which only prompts a confirming GET).
+    *fingerprint* is stored on the task (see [`fingerprint`][kling_async.wire.fingerprint]);
+    with *keep_raw* false an unfinished task holds an empty ``raw`` (a finished one always
+    holds its answer: its images and sound tracks are read from it). Values equal to those of
+    *like* (the same task as last seen) are taken from it, so that the many tasks a scheduler
+    keeps do not each hold copies of what did not change.
 
     Raises:
         ResponseParseError: naming the missing or malformed field.
@@ -405,19 +457,29 @@ def parse_task(data: Any, kind: TaskKind, *, where: str = "", require_result: bo
         )
         for video in wire.videos
     )
+    task_id, raw_status, external_id = wire.task_id, wire.task_status, wire.external_task_id
+    created_at, updated_at = wire.created_at, wire.updated_at
+    if like is not None and like.id == task_id:
+        task_id = like.id
+        raw_status = like.raw_status if like.raw_status == raw_status else raw_status
+        if like.external_task_id == external_id:
+            external_id = like.external_task_id
+        created_at = like.created_at if like.created_at == created_at else created_at
+        updated_at = like.updated_at if like.updated_at == updated_at else updated_at
     task = Task(
-        id=wire.task_id,
+        id=task_id,
         kind=kind,
         status=status,
-        raw_status=wire.task_status,
+        raw_status=raw_status,
         status_msg=wire.task_status_msg or None,
-        external_task_id=wire.external_task_id or None,
-        created_at=wire.created_at,
-        updated_at=wire.updated_at,
+        external_task_id=external_id or None,
+        created_at=created_at,
+        updated_at=updated_at,
         videos=videos,
         upstream_id=str(upstream_id) if upstream_id is not None else None,
         progress=progress if progress is not None or status is not TaskStatus.SUCCEED else 100,
-        raw=dict(data),
+        raw=dict(data) if keep_raw or status.is_finished else NO_RAW,
+        fingerprint=fingerprint,
     )
     if (
         require_result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 
 import kling_async as kling
 from kling_async.auth import AccessKeyAuth
+from kling_async.events import TaskPolled
 from kling_async.testing import FakeKlingServer, Timeline
+from kling_async.transport import RawResponse
 
 from .conftest import API_KEY, FAST_POLL, FAST_RETRY, client_for
 
@@ -90,6 +93,66 @@ async def test_get_task_reuses_an_unchanged_answer(server: FakeKlingServer) -> N
         assert changed is not first
         assert changed.failed
         assert changed.status_msg == "policy"
+
+
+async def test_the_scheduler_keeps_no_raw_answer_of_a_running_task(
+    server: FakeKlingServer,
+) -> None:
+    """Tasks the scheduler keeps while they run hold no raw answer (memory at 100k tasks);
+    the finished task it hands out holds its answer, and so does anything get_task returns,
+    even when asked about a task the scheduler slimmed."""
+    server.timeline = Timeline(queue_seconds=0.05, processing_seconds=0.6)
+    seen: list[kling.Task] = []
+    async with kling.KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(server.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+    ) as client:
+        client.events.add(
+            lambda event: seen.append(event.task) if isinstance(event, TaskPolled) else None
+        )
+        task = await client.text_to_video("a slow cat")
+        done = await client.wait(task, timeout=10)
+        running = [polled for polled in seen if not polled.is_finished]
+        assert running, "the scheduler saw the task running"
+        assert all(dict(polled.raw) == {} for polled in running)
+        assert all(polled.fingerprint is not None for polled in running)
+        assert done.raw["task_status"] == "succeed"
+        assert done.videos
+        again = await client.get_task(running[-1])
+        assert again.raw["task_id"] == task.id
+
+
+async def test_an_error_answer_never_reads_as_unchanged(server: FakeKlingServer) -> None:
+    """The fingerprint shortcut only skips answers that differ in their request ids alone:
+    an error that repeats the task's data is raised, a change in the task is read."""
+    data = {"task_id": "42", "task_status": "processing", "created_at": 1_780_000_000_000}
+    answers = [
+        (200, {"code": 0, "message": "SUCCEED", "request_id": "a", "data": data}),
+        (200, {"code": 0, "message": "SUCCEED", "request_id": "b", "data": data}),
+        (200, {"code": 1303, "message": "too many tasks", "request_id": "c", "data": data}),
+        (200, {"code": 0, "message": "SUCCEED", "request_id": 7, "data": data}),
+        (200, {"code": 0, "request_id": "d", "data": {**data, "task_status": "failed"}}),
+    ]
+
+    class Scripted:
+        async def request(self, *args: object, **kwargs: object) -> RawResponse:
+            status, body = answers.pop(0)
+            return RawResponse(status, {}, json.dumps(body).encode())
+
+        async def aclose(self) -> None: ...
+
+    retry = kling.RetryPolicy(max_retries=0)
+    async with client_for(server, transport=Scripted(), retry=retry) as client:
+        first = await client.get_task("42")
+        assert first.fingerprint is not None
+        assert await client.get_task(first) is first
+        with pytest.raises(kling.ConcurrencyLimitError):
+            await client.get_task(first)
+        assert await client.get_task(first) is first  # a numeric request id is skipped too
+        assert (await client.get_task(first)).failed
+    assert answers == []
 
 
 async def test_validation_before_network(
