@@ -104,12 +104,17 @@ def prompts(count: int, prefix: str = "bench") -> list[kling.TextToVideo]:
 
 @contextlib.asynccontextmanager
 async def emulator_process(
-    *, queue_seconds: float, processing_seconds: float, api_key: str = API_KEY
+    *,
+    queue_seconds: float,
+    processing_seconds: float,
+    api_key: str = API_KEY,
+    options: Sequence[str] = (),
 ) -> AsyncIterator[str]:
     """Run the emulator in a child process on 127.0.0.1; yield its API base URL.
 
     A separate process gives the client under test the whole of its own core, so a throughput
     comparison measures the client side rather than the emulator sharing its event loop.
+    *options* are further command-line options of ``python -m kling_async.testing``.
     """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -125,6 +130,7 @@ async def emulator_process(
         repr(queue_seconds),
         "--processing-seconds",
         repr(processing_seconds),
+        *options,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -3,8 +3,10 @@
 500 tasks of U(60, 300) s tracked at once, one GET per check (CometAPI), every check through
 one shared :class:`~kling_async.limiter.TokenBucketLimiter` at 20 requests/s (the client's
 default): checking each task every ~10 s would need 50 requests/s. What the default
-``PollPolicy()`` does then (due checks queue at the limiter in the order they fell due, so every
-task's gap stretches alike) against the naive loop (one coroutine per task: ``sleep(10 s)``, then
+``PollPolicy()`` does then (the scheduler knows the rate, as ``KlingClient.watch`` tells it: the
+first checks of the 500 tasks spread over the 25 s one round of them takes, ahead of the
+window, instead of all falling due at once; then due checks queue at the limiter in the order
+they fell due, so every task's gap stretches alike) against the naive loop (one coroutine per task: ``sleep(10 s)``, then
 a GET through the same limiter). Time is a :class:`~kling_async.testing.clock.FakeClock`, so the
 figures are exact and independent of the machine; the "server" is a function of the clock.
 
@@ -61,7 +63,8 @@ async def _one(strategy: str, tasks: int, rate: float, seed: int) -> dict[str, A
                 for task_id in finish_at:
                     group.start_soon(naive, task_id)
         else:
-            scheduler = PollScheduler(fetch, clock=clock, rng=random.Random(seed))
+            # The client hands its scheduler the rate of its limiter, as here.
+            scheduler = PollScheduler(fetch, clock=clock, rng=random.Random(seed), rate=rate)
             for task_id in finish_at:
                 scheduler.add(_task(task_id, TaskStatus.SUBMITTED))
             scheduler.close()

@@ -111,7 +111,12 @@ class Entry:
         return entry
 
     def next_gap(
-        self, policy: PollPolicy, now: float, listing: bool, rng: random.Random | None
+        self,
+        policy: PollPolicy,
+        now: float,
+        listing: bool,
+        rng: random.Random | None,
+        lead: float = 0.0,
     ) -> float:
         """Seconds from *now* to this task's next check.
 
@@ -120,6 +125,8 @@ class Entry:
             now: the clock's time.
             listing: the scheduler checks batchable tasks through a list endpoint right now.
             rng: the random source for jitter.
+            lead: seconds one check of every tracked task takes at the rate budget (see
+                [`window_interval`][kling_async.scheduler.PollPolicy.window_interval]).
         """
         if self.has_callback:
             return policy.for_kind(self.task.kind).callback_interval
@@ -135,7 +142,7 @@ class Entry:
             own = policy.for_kind(self.task.kind)
             if own.expected is not None:
                 window = self.times.window_or(own.expected)
-                gap = own.window_interval(age, window, rng=rng)
+                gap = own.window_interval(age, window, rng=rng, lead=lead, checked=self.checks > 0)
                 # Progress says when it will finish: close in on that, halving the distance
                 # and landing a full gap short of it, so an estimate that is too late is
                 # corrected on the way rather than overshot.

@@ -130,6 +130,13 @@ class PollPolicy:
             checks: how many checks have completed so far.
             kind: the task's kind, for *per_kind* overrides.
             rng: the random source for jitter; the ``random`` module when omitted.
+            lead: seconds that one check of every tracked task takes at the rate budget
+                (tracked tasks / requests per second). When it exceeds a jittered gap, first
+                checks spread over that many seconds before the first one due, so that many
+                tasks created together are not all due at once in a queue that takes *lead*
+                to drain (their first checks come before *earliest*, where budget is free).
+            checked: the task was checked before (a first check that *lead* put before
+                *earliest*: the next one follows *lead* later, keeping the round's order).
 
         Returns:
             the delay in seconds (> 0).
@@ -155,7 +162,13 @@ class PollPolicy:
         return base
 
     def window_interval(
-        self, age: float, window: tuple[float, float], *, rng: random.Random | None = None
+        self,
+        age: float,
+        window: tuple[float, float],
+        *,
+        rng: random.Random | None = None,
+        lead: float = 0.0,
+        checked: bool = False,
     ) -> float:
         """Return the seconds to wait before checking a task expected to finish in *window*.
 
@@ -170,6 +183,13 @@ class PollPolicy:
             age: seconds since the task was created.
             window: ``(earliest, latest)`` seconds from creation in which tasks like it finish.
             rng: the random source for jitter; the ``random`` module when omitted.
+            lead: seconds that one check of every tracked task takes at the rate budget
+                (tracked tasks / requests per second). When it exceeds a jittered gap, first
+                checks spread over that many seconds before the first one due, so that many
+                tasks created together are not all due at once in a queue that takes *lead*
+                to drain (their first checks come before *earliest*, where budget is free).
+            checked: the task was checked before (a first check that *lead* put before
+                *earliest*: the next one follows *lead* later, keeping the round's order).
 
         Returns:
             the delay in seconds (> 0).
@@ -182,17 +202,21 @@ class PollPolicy:
         earliest, latest = window
         gap = self.detect_gap
         if age < earliest:
+            if checked:
+                return max(gap, lead)
             # Jitter the phase only: tasks created together then stay apart, and every later
             # gap is a whole detect_gap (a shorter one would only cost requests).
-            shrink = 1.0
-            if self.jitter:
-                shrink -= (rng if rng is not None else random).uniform(0, self.jitter)
-            return earliest + gap * shrink - age
+            spread = max(gap * self.jitter, lead)
+            ahead = (rng if rng is not None else random).uniform(0, spread) if spread else 0.0
+            return max(earliest + gap - ahead - age, _FIRST_CHECK_FLOOR)
         if age < latest:
             return gap
         stretched = gap * (1 + (age - latest) / max(latest, gap))
         return min(max(self.max_interval, gap), stretched)
 
+
+_FIRST_CHECK_FLOOR = 0.001
+"""The soonest a first check spread ahead by ``lead`` may come (a delay must be > 0)."""
 
 DEFAULT_EXPECTED = (60.0, 300.0)
 """Seconds from creation in which a video task finishes, as documented (a 1-5 min typical wait)."""

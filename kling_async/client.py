@@ -199,6 +199,8 @@ class KlingClient(AsyncClosing):
         self._auth = auth or build_auth(resolved, api_key, access_key, secret_key)
         self._shared = shared
         self._shared_open = False
+        # What the scheduler spreads a round of first checks over (a custom limiter's is unknown).
+        self._checks_per_second = rate.per_second if limiter is None and rate is not None else None
         if limiter is None and rate is not None:
             limiter = (
                 TokenBucketLimiter(rate, clock=self.clock, events=self._emit)
@@ -679,6 +681,7 @@ class KlingClient(AsyncClosing):
             callbacks=self.webhook,
             expects_callback=self.expects_callback if self.webhook is not None else None,
             completions=self.completions,
+            rate=self._checks_per_second,
         )
         self._book.watchers.add(watcher)
         if tasks is not None:

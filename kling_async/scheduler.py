@@ -91,6 +91,7 @@ class PollScheduler:
         retry_budget: int | None = 10,
         rng: random.Random | None = None,
         completions: CompletionModel | None = None,
+        rate: float | None = None,
     ) -> None:
         """Create a scheduler.
 
@@ -121,6 +122,11 @@ class PollScheduler:
             completions: completion times learnt so far, shared with the client so that what
                 one scheduler learns serves the next; the scheduler records every success it
                 sees into it. A private one when omitted.
+            rate: the requests per second *fetch* may send (the client's rate limit), or
+                ``None``. When one round of checks over every tracked task takes longer at
+                this rate than a check gap, the first checks of tasks created together spread
+                over that round instead of all falling due at once (see
+                [`window_interval`][kling_async.scheduler.PollPolicy.window_interval]'s *lead*).
 
         Raises:
             ConfigurationError: *batch_size* or *retry_budget* is out of range.
@@ -140,6 +146,7 @@ class PollScheduler:
         self._retry_budget = retry_budget
         self._rng = rng
         self._completions = completions if completions is not None else CompletionModel()
+        self._rate = rate
 
         self._entries: dict[str, Entry] = {}
         # Ids no longer tracked (delivered, expired, given up): adding one again does nothing.
@@ -471,7 +478,13 @@ class PollScheduler:
     def _next_gap(self, entry: Entry, now: float) -> float:
         # A lone tracked task is not checked by list: its own GET is lighter and buys the same.
         listing = self._batch_fetch is not None and self._batch_pages and len(self._entries) > 1
-        return entry.next_gap(self._policy, now, listing, self._rng)
+        # One GET per check: a round of checks over every tracked task takes this long.
+        lead = (
+            len(self._entries) / self._rate
+            if self._rate is not None and self._batch_fetch is None
+            else 0.0
+        )
+        return entry.next_gap(self._policy, now, listing, self._rng, lead)
 
     def _schedule(self, entry: Entry, when: float) -> float:
         """Put *entry* on the heap at *when*, or at its deadline if that is sooner."""

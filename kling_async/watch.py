@@ -66,6 +66,7 @@ class Watcher(AsyncScoped):
         callbacks: CallbackRoute | None = None,
         expects_callback: Callable[[Task], bool] | None = None,
         completions: CompletionModel | None = None,
+        rate: float | None = None,
     ) -> None:
         self._clock = clock
         self._events = events
@@ -79,6 +80,7 @@ class Watcher(AsyncScoped):
             batch_lookahead=batch_lookahead,
             events=self._event if callbacks is not None else events,
             completions=completions,
+            rate=rate,
         )
         self._on_finished = on_finished
         self._task_timeout = task_timeout

@@ -61,10 +61,13 @@ def test_throughput(bench: dict[str, ModuleType]) -> None:
             "1",
         ]
     )
-    assert result["baseline_checks_per_s"] > 0
-    assert result["library_checks_per_s"] > 0
-    assert math.isfinite(result["ratio"])
-    assert result["ratio"] > 0
+    for variant in (result, result["changing_variant"]):
+        assert variant["baseline_checks_per_s"] > 0
+        assert variant["library_checks_per_s"] > 0
+        assert math.isfinite(variant["ratio"])
+        assert variant["ratio"] > 0
+    assert not result["changing"]
+    assert result["changing_variant"]["changing"]
 
 
 def test_requests_per_task(bench: dict[str, ModuleType]) -> None:

@@ -141,6 +141,42 @@ class TestPolicy:
         assert all(68 <= first <= 70 for first in firsts)
         assert max(firsts) - min(firsts) > 1
 
+    def test_a_lead_spreads_first_checks_over_one_round_of_the_budget(self) -> None:
+        """With more tasks than the budget checks in a gap, first checks spread over the
+        round (ahead of the window) and, once checked, keep that round's pace until it."""
+        policy = PollPolicy(jitter=0.1, detect_gap=10)
+        rng = random.Random(7)
+        firsts = [policy.window_interval(0, (60, 300), rng=rng, lead=25) for _ in range(500)]
+        assert all(45 <= first <= 70 for first in firsts)
+        # The whole round, not a jitter's width.
+        assert min(firsts) < 47
+        assert max(firsts) > 68
+        assert policy.window_interval(50, (60, 300), lead=25, checked=True) == 25
+        assert policy.window_interval(50, (60, 300), lead=0, checked=True) == 10
+        assert policy.window_interval(65, (60, 300), lead=25, checked=True) == 10
+        # A round longer than the time to the window: the first checks start at once.
+        assert min(policy.window_interval(0, (60, 300), rng=rng, lead=500) for _ in range(50)) > 0
+
+    async def test_a_tight_budget_spreads_the_scheduler_s_first_checks(self) -> None:
+        """Told the rate, the scheduler does not let 100 tasks created together fall due at
+        once: their first checks spread over the 20 s one round of them takes at 5/s."""
+        clock = FakeClock()
+        finish_at = {f"t{i}": 100.0 for i in range(100)}
+        spans = []
+        for rate in (None, 5.0):
+            server = FakeServer(clock, finish_at)
+            scheduler = PollScheduler(server.fetch, clock=clock, rng=random.Random(1), rate=rate)
+            started = clock.now()
+            for task_id in finish_at:
+                scheduler.add(make_task(task_id))
+            scheduler.close()
+            await collect(scheduler, clock)
+            firsts = [times[0] - started for times in server.fetch_times.values()]
+            spans.append(max(firsts) - min(firsts))
+        unpaced, paced = spans
+        assert unpaced < 5  # the default jitter's width
+        assert paced > 15
+
     def test_past_the_window_checks_spread_out_to_the_cap(self) -> None:
         """A task in the tail (a backlog) is checked less often, never beyond max_interval."""
         policy = PollPolicy(jitter=0, detect_gap=10)

@@ -53,6 +53,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway-errors", action="store_true", help="CometAPI auth errors")
     parser.add_argument("--wrap-queries", action="store_true", help="gateway-wrapped queries")
     parser.add_argument(
+        "--restamp-answers",
+        action="store_true",
+        help="updated_at of each query answer is the time of the answer (no two alike)",
+    )
+    parser.add_argument(
         "--dialect",
         choices=("kling", "new-api"),
         default="kling",
@@ -90,6 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
         rate_limit=args.rate,
         gateway_errors=args.gateway_errors,
         wrap_queries=args.wrap_queries,
+        restamp_answers=args.restamp_answers,
         seed=args.seed,
         dialect=args.dialect,
         gateway_poll_interval=args.gateway_poll_interval,

@@ -44,6 +44,7 @@ class ApiSite(StandardSite):
     jwt_leeway: float
     gateway_errors: bool
     wrap_queries: bool
+    restamp_answers: bool
     rate_limit: float | None
     rate_burst: float | None
     rate_limit_retry_after: bool
@@ -288,8 +289,14 @@ class ApiSite(StandardSite):
         if self.relay is not None:
             return self.relay.queried(task, now, self.cdn_url, self._stamp, self._seconds)
         if self.wrap_queries:
-            return self._reply(200, render_wrapped(task, now, self.cdn_url, self._stamp), 0)
-        return self._ok(render_task(task, now, self.cdn_url, self._stamp))
+            wrapped = render_wrapped(task, now, self.cdn_url, self._stamp)
+            if self.restamp_answers:
+                wrapped["data"]["data"]["updated_at"] = self._stamp(now)
+            return self._reply(200, wrapped, 0)
+        data = render_task(task, now, self.cdn_url, self._stamp)
+        if self.restamp_answers:
+            data["updated_at"] = self._stamp(now)
+        return self._ok(data)
 
     async def _query(self, request: web.Request, kind: KindSpec) -> web.StreamResponse:
         # Form (c) of kling-api.md §1.7: the external id in the path plus a flag.

@@ -83,6 +83,7 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         rate_limit_retry_after: bool = False,
         gateway_errors: bool = False,
         wrap_queries: bool = False,
+        restamp_answers: bool = False,
         timestamps_in_seconds: bool = False,
         jwt_leeway: float = 0.0,
         callback_style: Literal["legacy", "new"] = "legacy",
@@ -140,6 +141,9 @@ class FakeKlingServer(AsyncScoped, ApiSite, CdnSite):
         """Answer auth failures in CometAPI's ``{"error": ...}`` envelope."""
         self.wrap_queries = wrap_queries
         """Answer single queries in the gateway-wrapped shape (kling-api.md §2.4)."""
+        self.restamp_answers = restamp_answers
+        """Stamp each single query's ``updated_at`` with the time of the answer (a gateway that
+        sends its own clock), so that no two answers are alike."""
         self.timestamps_in_seconds = timestamps_in_seconds
         """Send ``created_at``/``updated_at`` in seconds instead of milliseconds."""
         self.jwt_leeway = jwt_leeway
