@@ -130,13 +130,6 @@ class PollPolicy:
             checks: how many checks have completed so far.
             kind: the task's kind, for *per_kind* overrides.
             rng: the random source for jitter; the ``random`` module when omitted.
-            lead: seconds that one check of every tracked task takes at the rate budget
-                (tracked tasks / requests per second). When it exceeds a jittered gap, first
-                checks spread over that many seconds before the first one due, so that many
-                tasks created together are not all due at once in a queue that takes *lead*
-                to drain (their first checks come before *earliest*, where budget is free).
-            checked: the task was checked before (a first check that *lead* put before
-                *earliest*: the next one follows *lead* later, keeping the round's order).
 
         Returns:
             the delay in seconds (> 0).
