@@ -17,9 +17,11 @@ answers do; the library then skips decoding them, see ``wire.fingerprint``) and,
 ``--changing`` (``make bench`` runs both), answers that all differ (the emulator stamps each
 one's ``updated_at``), so every check decodes and parses a fresh answer on both sides.
 
-Each side runs a warm-up and then a fixed window; each round runs both sides, the baseline first
-in even rounds and last in odd ones, so slow drift and the order affect both alike. The ratio is
-reported per round, with its min / median / max.
+Each side runs a warm-up and then a fixed window. A round alternates the two sides ``--pairs``
+times over short windows in ABBA order (baseline, library, library, baseline, ...), so that the
+machine's drift (seconds long, and on a shared machine larger than the difference measured) and
+the order affect both alike; its ratio pools its windows. The ratio is reported per round, with
+its min / median / max.
 
 Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (``--profile`` adds a cProfile of one
 library window).
@@ -72,6 +74,14 @@ class _Window(NamedTuple):
     """Checks per second."""
     cpu_per_check: float
     """CPU seconds this process spent per check (client side only; the emulator is elsewhere)."""
+
+
+def _pooled(windows: Sequence[_Window]) -> _Window:
+    """One round's figures from its equal-length windows: mean rate, mean CPU per check."""
+    return _Window(
+        sum(w.rate for w in windows) / len(windows),
+        sum(w.cpu_per_check for w in windows) / len(windows),
+    )
 
 
 async def _baseline_window(
@@ -143,6 +153,7 @@ async def run(
     rounds: int = 3,
     profile: bool = False,
     changing: bool = False,
+    pairs: int = 4,
 ) -> dict[str, Any]:
     """Measure both sides; return checks/s for each and their ratio."""
     options = ("--restamp-answers",) if changing else ()
@@ -150,15 +161,23 @@ async def run(
         async with make_client(url, supports_list=False) as client:
             created = await client.submit_many(prompts(tasks, "tput"))
         task_urls = [client.provider.url(f"{task.kind.path}/{task.id}") for task in created]
-        half = window / rounds
+        # Each round alternates the sides `pairs` times in ABBA order over short windows: the
+        # machine's speed drifts on a scale of seconds, and adjacent windows share its state.
+        each = window / (rounds * pairs)
         base_rates: list[_Window] = []
         lib_rates: list[_Window] = []
-        for index in range(rounds):
-            if index % 2:
-                lib_rates.append(await _library_window(url, created, concurrency, warmup, half))
-            base_rates.append(await _baseline_window(task_urls, concurrency, warmup, half))
-            if not index % 2:
-                lib_rates.append(await _library_window(url, created, concurrency, warmup, half))
+        for _ in range(rounds):
+            base_parts: list[_Window] = []
+            lib_parts: list[_Window] = []
+            for index in range(pairs):
+                library_first = index % 2 == 1
+                if library_first:
+                    lib_parts.append(await _library_window(url, created, concurrency, warmup, each))
+                base_parts.append(await _baseline_window(task_urls, concurrency, warmup, each))
+                if not library_first:
+                    lib_parts.append(await _library_window(url, created, concurrency, warmup, each))
+            base_rates.append(_pooled(base_parts))
+            lib_rates.append(_pooled(lib_parts))
         profile_text = ""
         if profile:
             profiler = cProfile.Profile()
@@ -202,9 +221,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--window", type=float, default=5.0, help="seconds measured per side")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two sides")
+    parser.add_argument("--window", type=float, default=12.0, help="seconds measured per side")
+    parser.add_argument("--warmup", type=float, default=0.3, help="seconds before each window")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each with its own ratio")
+    parser.add_argument("--pairs", type=int, default=4, help="alternations of the sides per round")
     parser.add_argument("--profile", action="store_true", help="cProfile one library window")
     parser.add_argument(
         "--variant",
@@ -214,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     variants = [False, True] if args.variant == "both" else [args.variant == "changing"]
-    sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile")
+    sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "pairs")
     settings = {name: getattr(args, name) for name in sizes}
     results = [asyncio.run(run(**settings, changing=changing)) for changing in variants]
     for result in results:

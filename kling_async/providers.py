@@ -7,6 +7,7 @@ research notes mark UNCONFIRMED for a provider is a setting here, not a hard-cod
 from __future__ import annotations
 
 import enum
+import functools
 
 import attrs
 
@@ -93,7 +94,7 @@ class Provider:
 
     def url(self, path: str) -> str:
         """The absolute URL of a resource path."""
-        return f"{self.base_url.rstrip('/')}/{self.prefix.strip('/')}/{path.lstrip('/')}"
+        return f"{_root(self.base_url, self.prefix)}/{path.lstrip('/')}"
 
     def standard_url(self, path: str) -> str:
         """The absolute URL of a new-standard path (``tasks``, ``text-to-video/kling-3.0``)."""
@@ -164,3 +165,9 @@ def local_emulator(base_url: str, *, api_style: ApiStyle = ApiStyle.LEGACY) -> P
         api_style=api_style,
         supports_account=True,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _root(base_url: str, prefix: str) -> str:
+    """``base_url`` joined with ``prefix`` (built once: every status check needs it)."""
+    return f"{base_url.rstrip('/')}/{prefix.strip('/')}"
