@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import kling_async as kling
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.testing import FakeKlingServer
-from kling_async.wire import parse_envelope, parse_task
+from kling_async.wire import fingerprint, parse_envelope, parse_task
 
 from .conftest import client_for
 from .test_wire import LEGACY
@@ -238,3 +238,33 @@ def test_parsers_raise_only_typed_errors(status: int, payload: Any) -> None:
         return
     if task.succeeded:
         assert any(video.url.startswith(("http://", "https://")) for video in task.videos)
+
+
+def _without_request_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_request_ids(v) for k, v in value.items() if k != "request_id"}
+    if isinstance(value, list):
+        return [_without_request_ids(item) for item in value]
+    return value
+
+
+_request_ids = st.one_of(st.text(alphabet="abcdef0123456789-", max_size=36), st.integers(0, 10**9))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(payload=_json, first=_request_ids, second=_request_ids, other=_json)
+def test_a_fingerprint_sees_everything_but_request_ids(
+    payload: Any, first: Any, second: Any, other: Any
+) -> None:
+    """Two answers share a fingerprint exactly when they differ in request ids alone: a
+    status check may then keep the task it has (the answers read alike)."""
+    one = {"code": 0, "request_id": first, "data": payload}
+    two = {"code": 0, "request_id": second, "data": payload}
+    assert fingerprint(json.dumps(one).encode()) == fingerprint(json.dumps(two).encode())
+    three = {"code": 0, "request_id": first, "data": other}
+    same = _without_request_ids(payload) == _without_request_ids(other)
+    # json.dumps keeps key order, so equal payloads serialise alike; NaN never equals itself.
+    if json.dumps(_without_request_ids(payload)) != json.dumps(_without_request_ids(other)):
+        assert fingerprint(json.dumps(one).encode()) != fingerprint(json.dumps(three).encode())
+    elif same:
+        assert fingerprint(json.dumps(one).encode()) == fingerprint(json.dumps(three).encode())
