@@ -10,7 +10,7 @@ knows nothing of tasks, slots or callbacks: those are the create protocol's and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
 
 from . import wire
@@ -109,7 +109,7 @@ class RequestPipeline:
             self._headers = {"Authorization": authorization, "Accept": "application/json"}
         return self._headers
 
-    async def call(
+    def call(
         self,
         method: str,
         path: str,
@@ -118,7 +118,7 @@ class RequestPipeline:
         params: Mapping[str, str] | None = None,
         retry: bool = True,
         standard: bool = False,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Send one API request and return its ``data``, retrying transient failures if *retry*.
 
         *path* is below the provider's prefix, or below its new-standard prefix if *standard*.
@@ -130,16 +130,18 @@ class RequestPipeline:
             ResponseParseError: the answer could not be read (after retries).
         """
         url = self.provider.standard_url(path) if standard else self.provider.url(path)
-        return await self._run(method, path, url, json, params, retry, None)
+        # Not a coroutine itself: every frame between a check and the socket is resumed at each
+        # of aiohttp's suspensions, so the hot path keeps no frame it does not need.
+        return self._run(method, path, url, json, params, retry, None)
 
-    async def read(self, path: str, *, known: bytes | None) -> Read:
+    def read(self, path: str, *, known: bytes | None) -> Coroutine[Any, Any, Read]:
         """``GET`` *path* (a task's status) and fingerprint the answer.
 
         The answer is decoded only when its fingerprint differs from *known* (the one of the
         answer the caller's task came from): most status checks repeat the last answer byte
         for byte. Retries and errors as in [`call`][kling_async._pipeline.RequestPipeline.call].
         """
-        answer: Read = await self._run(
+        answer: Coroutine[Any, Any, Read] = self._run(
             "GET", path, self.provider.url(path), None, None, True, known or b""
         )
         return answer
