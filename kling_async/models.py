@@ -103,6 +103,9 @@ class TaskStatus(str, enum.Enum):
             >>> TaskStatus.parse("SUCCESS"), TaskStatus.parse("in_progress")
             (<TaskStatus.SUCCEED: 'succeed'>, <TaskStatus.PROCESSING: 'processing'>)
         """
+        exact = _STATUS_ALIASES.get(text)  # most answers spell it as the table does
+        if exact is not None:
+            return exact
         return _STATUS_ALIASES.get(text.strip().lower().replace("-", "_"), cls.UNKNOWN)
 
 
