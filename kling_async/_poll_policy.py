@@ -182,7 +182,8 @@ class PollPolicy:
                 tasks created together are not all due at once in a queue that takes *lead*
                 to drain (their first checks come before *earliest*, where budget is free).
             checked: the task was checked before (a first check that *lead* put before
-                *earliest*: the next one follows *lead* later, keeping the round's order).
+                *earliest*: while *lead* spreads checks, the next one follows *lead* later,
+                keeping the round's order; without a spread the schedule is as if unchecked).
 
         Returns:
             the delay in seconds (> 0).
@@ -195,13 +196,19 @@ class PollPolicy:
         earliest, latest = window
         gap = self.detect_gap
         if age < earliest:
-            if checked:
-                return max(gap, lead)
+            to_first = earliest + gap - age
+            spreading = lead > gap * self.jitter
+            if checked and spreading:
+                # Spread ahead of the window: keep the round's pace, and be back by the time
+                # an unspread first check would come.
+                return max(min(max(gap, lead), to_first), _FIRST_CHECK_FLOOR)
             # Jitter the phase only: tasks created together then stay apart, and every later
             # gap is a whole detect_gap (a shorter one would only cost requests).
-            spread = max(gap * self.jitter, lead)
-            ahead = (rng if rng is not None else random).uniform(0, spread) if spread else 0.0
-            return max(earliest + gap - ahead - age, _FIRST_CHECK_FLOOR)
+            spread = lead if spreading else gap * self.jitter
+            # Never ahead of now: a round longer than the time left spreads over what is left.
+            spread = min(spread, to_first - _FIRST_CHECK_FLOOR)
+            ahead = (rng if rng is not None else random).uniform(0, spread) if spread > 0 else 0.0
+            return max(to_first - ahead, _FIRST_CHECK_FLOOR)
         if age < latest:
             return gap
         stretched = gap * (1 + (age - latest) / max(latest, gap))

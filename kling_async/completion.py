@@ -89,7 +89,9 @@ def progress_of(task: Task) -> float | None:
     """
     # A running task the scheduler keeps has no raw answer (see Task.raw): its parsed
     # progress (whole percents) stands in.
-    value: Any = task.raw.get("progress", task.progress)
+    value: Any = task.raw.get("progress")
+    if value is None:
+        value = task.progress
     if isinstance(value, str):
         value = value.strip().rstrip("%")
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import attrs
@@ -253,7 +252,32 @@ class Task:
         return self.status is TaskStatus.FAILED
 
 
-NO_RAW: Mapping[str, Any] = MappingProxyType({})
+class _NoRaw(dict[str, Any]):
+    """An empty mapping that refuses changes; pickles and copies as the one ``NO_RAW``."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_: object, **__: object) -> Any:
+        raise TypeError("a task kept without its raw answer has nothing to change")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_no_raw, ())
+
+    def __copy__(self) -> _NoRaw:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _NoRaw:
+        return self
+
+
+def _no_raw() -> Mapping[str, Any]:
+    return NO_RAW
+
+
+NO_RAW: Mapping[str, Any] = _NoRaw()
 """The empty, read-only ``raw`` of a running task the poll scheduler keeps (see ``Task.raw``)."""
 
 

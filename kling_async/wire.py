@@ -153,6 +153,10 @@ def fingerprint(body: bytes) -> bytes:
     return digest.digest()
 
 
+_RAW_KEPT = frozenset({TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.UNKNOWN})
+"""Statuses whose task keeps its raw answer even in the scheduler: the results of a finished
+task are read from it, and it is all there is to debug a status the library does not know."""
+
 MAX_NESTING = 8
 """How many gateway records and upstream envelopes a task may be wrapped in before the answer is
 refused as malformed. JSON nested deeper than the interpreter's recursion limit (about 1,000
@@ -424,7 +428,8 @@ def parse_task(
     *require_result* is false: an unsigned callback, which only prompts a confirming GET).
     *fingerprint* is stored on the task (see [`fingerprint`][kling_async.wire.fingerprint]);
     with *keep_raw* false an unfinished task holds an empty ``raw`` (a finished one always
-    holds its answer: its images and sound tracks are read from it). Values equal to those of
+    holds its answer: its images and sound tracks are read from it; so does one whose status is
+    unknown). Values equal to those of
     *like* (the same task as last seen) are taken from it, so that the many tasks a scheduler
     keeps do not each hold copies of what did not change.
 
@@ -482,7 +487,7 @@ def parse_task(
         videos=videos,
         upstream_id=str(upstream_id) if upstream_id is not None else None,
         progress=progress if progress is not None or status is not TaskStatus.SUCCEED else 100,
-        raw=dict(data) if keep_raw or status.is_finished else NO_RAW,
+        raw=dict(data) if keep_raw or status in _RAW_KEPT else NO_RAW,
         fingerprint=fingerprint,
     )
     if (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import pytest
 import kling_async as kling
 from kling_async.auth import AccessKeyAuth
 from kling_async.events import TaskPolled
+from kling_async.models import NO_RAW
 from kling_async.testing import FakeKlingServer, Timeline
 from kling_async.transport import RawResponse
+from kling_async.wire import parse_task
 
 from .conftest import API_KEY, FAST_POLL, FAST_RETRY, client_for
 
@@ -153,6 +157,50 @@ async def test_an_error_answer_never_reads_as_unchanged(server: FakeKlingServer)
         assert await client.get_task(first) is first  # a numeric request id is skipped too
         assert (await client.get_task(first)).failed
     assert answers == []
+
+
+async def test_the_shortcut_needs_status_200_and_a_raw_answer_for_get_task(
+    server: FakeKlingServer,
+) -> None:
+    """The same body with another HTTP status is read (and raised); a task the scheduler
+    kept without its raw answer gets one back from get_task, even when nothing changed."""
+    data = {"task_id": "42", "task_status": "processing"}
+    body = json.dumps({"code": 0, "message": "SUCCEED", "request_id": "a", "data": data})
+    statuses = [200, 503, 200, 200]
+
+    class Scripted:
+        async def request(self, *args: object, **kwargs: object) -> RawResponse:
+            return RawResponse(statuses.pop(0), {}, body.encode())
+
+        async def aclose(self) -> None: ...
+
+    retry = kling.RetryPolicy(max_retries=0)
+    async with client_for(server, transport=Scripted(), retry=retry) as client:
+        polled = await client._poll(
+            kling.Task("42", kling.TEXT_TO_VIDEO, kling.TaskStatus.SUBMITTED)
+        )
+        assert dict(polled.raw) == {}
+        with pytest.raises(kling.ServerError):
+            await client.get_task(polled)
+        assert await client._poll(polled) is polled
+        again = await client.get_task(polled)
+        assert again is not polled
+        assert again.raw["task_id"] == "42"
+    assert statuses == []
+
+
+def test_a_task_kept_without_its_answer_pickles_copies_and_encodes() -> None:
+    """The empty raw of a tracked task refuses changes, yet pickles, copies and encodes."""
+    data = {"task_id": "7", "task_status": "processing"}
+    lean = parse_task(data, kling.TEXT_TO_VIDEO, keep_raw=False)
+    assert lean.raw is NO_RAW
+    assert pickle.loads(pickle.dumps(lean)).raw is NO_RAW  # noqa: S301 - our own bytes
+    assert copy.deepcopy(lean).raw is NO_RAW
+    assert json.dumps(lean.raw) == "{}"
+    with pytest.raises(TypeError):
+        lean.raw["x"] = 1  # type: ignore[index]
+    unknown = parse_task({**data, "task_status": "weird"}, kling.TEXT_TO_VIDEO, keep_raw=False)
+    assert unknown.raw["task_status"] == "weird"  # all there is to debug an unknown status
 
 
 async def test_validation_before_network(

@@ -151,11 +151,16 @@ class TestPolicy:
         # The whole round, not a jitter's width.
         assert min(firsts) < 47
         assert max(firsts) > 68
-        assert policy.window_interval(50, (60, 300), lead=25, checked=True) == 25
-        assert policy.window_interval(50, (60, 300), lead=0, checked=True) == 10
+        assert policy.window_interval(40, (60, 300), lead=25, checked=True) == 25
+        # Back by the time an unspread first check would come.
+        assert policy.window_interval(50, (60, 300), lead=25, checked=True) == 20
+        # Without a spread, a task checked early is scheduled as if it had not been.
+        assert 19 <= policy.window_interval(50, (60, 300), rng=rng, lead=0, checked=True) <= 20
         assert policy.window_interval(65, (60, 300), lead=25, checked=True) == 10
-        # A round longer than the time to the window: the first checks start at once.
-        assert min(policy.window_interval(0, (60, 300), rng=rng, lead=500) for _ in range(50)) > 0
+        # A round longer than the time to the window spreads over the time left, not at once.
+        long = [policy.window_interval(0, (60, 300), rng=rng, lead=500) for _ in range(200)]
+        assert all(0 < first <= 70 for first in long)
+        assert sum(first < 1 for first in long) < 10
 
     async def test_a_tight_budget_spreads_the_scheduler_s_first_checks(self) -> None:
         """Told the rate, the scheduler does not let 100 tasks created together fall due at
