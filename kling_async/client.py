@@ -344,9 +344,7 @@ class KlingClient(AsyncClosing):
             # The task in hand still describes an answer that has not changed (most do not
             # between two checks), unless it lacks the raw answer this caller wants.
             known = (
-                task.fingerprint
-                if isinstance(task, Task) and (not keep_raw or task.raw or task.is_finished)
-                else None
+                task.fingerprint if isinstance(task, Task) and (task.raw or not keep_raw) else None
             )
             answer = await self._pipeline.read(path, known=known)
             if answer.unchanged and isinstance(task, Task):

@@ -243,7 +243,7 @@ class PollScheduler:
         """
         if self._closed:
             raise RuntimeError("cannot add tasks to a closed PollScheduler")
-        if task.id in self._entries or task.id in self._gone:
+        if self.knows(task.id):
             return
         now = self._clock.now()
         entry = Entry.start(

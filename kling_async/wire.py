@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from hashlib import blake2b
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -116,6 +116,8 @@ converter.register_structure_hook(str, _text)
 def _excerpt(body: bytes) -> str:
     return body[:120].decode("utf-8", "replace")
 
+
+_T = TypeVar("_T")
 
 _REQUEST_ID_KEY = b'"request_id"'
 _REQUEST_ID_VALUE = re.compile(rb'\s*:\s*(?:"[^"\\]*"|-?\d+)')
@@ -412,6 +414,11 @@ def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict
     }
 
 
+def _kept(old: _T, new: _T) -> _T:
+    """*old* when it equals *new*: one object shared instead of an equal copy."""
+    return old if old == new else new
+
+
 def parse_task(
     data: Any,
     kind: TaskKind,
@@ -429,9 +436,8 @@ def parse_task(
     *fingerprint* is stored on the task (see [`fingerprint`][kling_async.wire.fingerprint]);
     with *keep_raw* false an unfinished task holds an empty ``raw`` (a finished one always
     holds its answer: its images and sound tracks are read from it; so does one whose status is
-    unknown). Values equal to those of
-    *like* (the same task as last seen) are taken from it, so that the many tasks a scheduler
-    keeps do not each hold copies of what did not change.
+    unknown). Values equal to those of *like* (the same task as last seen) are taken from it,
+    so that the many tasks a scheduler keeps do not each hold copies of what did not change.
 
     Raises:
         ResponseParseError: naming the missing or malformed field.
@@ -470,11 +476,10 @@ def parse_task(
     created_at, updated_at = wire.created_at, wire.updated_at
     if like is not None and like.id == task_id:
         task_id = like.id
-        raw_status = like.raw_status if like.raw_status == raw_status else raw_status
-        if like.external_task_id == external_id:
-            external_id = like.external_task_id
-        created_at = like.created_at if like.created_at == created_at else created_at
-        updated_at = like.updated_at if like.updated_at == updated_at else updated_at
+        raw_status = _kept(like.raw_status, raw_status)
+        external_id = _kept(like.external_task_id, external_id)
+        created_at = _kept(like.created_at, created_at)
+        updated_at = _kept(like.updated_at, updated_at)
     task = Task(
         id=task_id,
         kind=kind,
