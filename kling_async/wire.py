@@ -18,6 +18,7 @@ does the structuring; the global converter is never touched.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -56,14 +57,21 @@ _MS_THRESHOLD = 100_000_000_000  # later than 5138 AD in seconds, earlier than 1
 
 
 def _timestamp(value: Any, _: type) -> datetime | None:
-    if value is None or value == "":
+    if value == "":
         return None
     if isinstance(value, bool):
         raise TypeError("a timestamp cannot be a boolean")
+    return _epoch(value)
+
+
+def _epoch(value: Any) -> datetime | None:
+    """Seconds or milliseconds since the epoch (told apart by size) as a UTC time."""
+    if value is None:
+        return None
     number = float(value)
-    if number >= _MS_THRESHOLD:
-        number /= 1000.0
-    return datetime.fromtimestamp(number, tz=timezone.utc)
+    return datetime.fromtimestamp(
+        number / 1000.0 if number >= _MS_THRESHOLD else number, tz=timezone.utc
+    )
 
 
 def _duration(value: Any, _: type) -> float | None:
@@ -390,7 +398,7 @@ def _progress(value: Any) -> int | None:
         number = float(str(value).strip().rstrip("%"))
     except ValueError:
         return None
-    return max(0, min(100, int(number))) if number == number else None  # NaN is no progress
+    return max(0, min(100, int(number))) if math.isfinite(number) else None  # NaN, inf: none
 
 
 def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[str, Any]:
@@ -412,6 +420,73 @@ def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict
         "progress": _layered(layers, "progress"),
         "videos": _results(layers, where, fallback=kind.results == "videos"),
     }
+
+
+_NOT_PLAIN = frozenset(
+    {
+        "data",
+        "id",
+        "status",
+        "fail_reason",
+        "message",
+        "external_id",
+        "create_time",
+        "submit_time",
+        "update_time",
+        "progress",
+        "outputs",
+        *dialects.RESULT_URL_KEYS,
+    }
+)
+"""Keys that only a gateway's record or the new-standard task has: an answer holding none of
+them is Kling's legacy task object as it is, with nothing to weigh against another layer."""
+
+
+_PLAIN_TIME_TYPES = (int, float, type(None))
+
+
+def _plain_task(data: Mapping[str, Any]) -> _WireTask | None:
+    """The task of an unfinished legacy answer, read without the general walk (or ``None``).
+
+    Most status answers are this one shape: Kling's own task object, running, with text and
+    numbers where the reference puts them. Reading it directly costs a fraction of the
+    gateway-layer walk and the converter, and gives the same task; anything else (a gateway's
+    record, a result list, an odd type) returns ``None`` and takes the general path, which
+    also words every error.
+    """
+    if not data.keys().isdisjoint(_NOT_PLAIN):
+        return None
+    get = data.get
+    task_id, raw_status, message = get("task_id"), get("task_status"), get("task_status_msg")
+    if type(task_id) is not str or not task_id or type(raw_status) is not str or not raw_status:
+        return None
+    if message is not None and type(message) is not str:
+        return None
+    result = get("task_result")
+    videos = result.get("videos") if isinstance(result, Mapping) else None
+    if videos is not None and (type(videos) is not list or videos):
+        return None
+    info = get("task_info")
+    external_id = info.get("external_task_id") if isinstance(info, Mapping) else None
+    if not external_id:
+        external_id = get("external_task_id")
+    if external_id is not None and type(external_id) is not str:
+        return None
+    created, updated = get("created_at"), get("updated_at")
+    if type(created) not in _PLAIN_TIME_TYPES or type(updated) not in _PLAIN_TIME_TYPES:
+        return None  # text, or a boolean: the converter's hook knows what to do with those
+    try:
+        created_at, updated_at = _epoch(created), _epoch(updated)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return _WireTask(
+        task_id=task_id,
+        task_status=raw_status,
+        task_status_msg=message or None,
+        external_task_id=external_id or None,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
 
 
 def _kept(old: _T, new: _T) -> _T:
@@ -446,22 +521,26 @@ def parse_task(
     """
     if not isinstance(data, Mapping):
         raise ResponseParseError(f"expected a task object, got {type(data).__name__}", where=where)
-    normalised = _normalise_task(data, kind, where)
-    for required in ("task_id", "task_status"):
-        if normalised.get(required) in (None, ""):
-            raise ResponseParseError(
-                f"the task has no {required!r} (keys: {', '.join(sorted(map(str, data)))})",
-                where=where,
-            )
-    progress = _progress(normalised.pop("progress"))
-    upstream_id = normalised.pop("upstream_id")
-    try:
-        wire = converter.structure(normalised, _WireTask)
-    except BaseValidationError as exc:
-        details = "; ".join(cattrs.transform_error(exc, path="task"))
-        raise ResponseParseError(f"malformed task: {details}", where=where) from None
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ResponseParseError(f"malformed task: {exc}", where=where) from None
+    wire = _plain_task(data)
+    progress: int | None = None
+    upstream_id: Any = None
+    if wire is None:
+        normalised = _normalise_task(data, kind, where)
+        for required in ("task_id", "task_status"):
+            if normalised.get(required) in (None, ""):
+                raise ResponseParseError(
+                    f"the task has no {required!r} (keys: {', '.join(sorted(map(str, data)))})",
+                    where=where,
+                )
+        progress = _progress(normalised.pop("progress"))
+        upstream_id = normalised.pop("upstream_id")
+        try:
+            wire = converter.structure(normalised, _WireTask)
+        except BaseValidationError as exc:
+            details = "; ".join(cattrs.transform_error(exc, path="task"))
+            raise ResponseParseError(f"malformed task: {details}", where=where) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ResponseParseError(f"malformed task: {exc}", where=where) from None
     status = TaskStatus.parse(wire.task_status)
     videos = tuple(
         Video(

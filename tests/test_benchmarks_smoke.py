@@ -162,3 +162,9 @@ def test_readme_pattern(bench: dict[str, ModuleType]) -> None:
     assert result["scheduler_per_task"] + result["submitters_per_task"] == pytest.approx(
         result["requests_per_task"]
     )
+    # Tasks of equal length: ceil(N/S) x D is then the exact ideal, which nothing beats.
+    constant = result["constant"]
+    assert constant["spread"] == 0.0
+    assert constant["finished"] == 6
+    assert constant["ratio"] >= 1.0
+    assert constant["drawn_ratio"] == pytest.approx(constant["ratio"], rel=0.02)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -283,3 +284,86 @@ def test_a_gateway_s_nested_request_ids_are_skipped_too() -> None:
     assert fingerprint(wrapped("a", "b")) != fingerprint(wrapped("a", "b", "succeed"))
     # Not a string or an integer: not skipped, so the answer is read again (the safe side).
     assert fingerprint(b'{"request_id": null}') != fingerprint(b'{"request_id": 1}')
+
+
+_odd_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**16), 10**16)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12)
+    | st.dictionaries(st.sampled_from(["external_task_id", "videos", "x"]), st.none() | st.text())
+)
+
+
+def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """*valid* most of the time, so that the shortcut is taken often; any value otherwise."""
+    return st.integers(0, 7).flatmap(lambda draw: _odd_values if draw == 0 else valid)
+
+
+_times = _mostly(st.integers(-(10**15), 10**15) | st.floats(-1e13, 1e13) | st.none())
+_legacy_tasks = st.fixed_dictionaries(
+    {
+        "task_id": _mostly(st.text(min_size=1, max_size=20)),
+        "task_status": _mostly(
+            st.sampled_from(["processing", "submitted", "Succeed", "failed", "queued"])
+        ),
+    },
+    optional={
+        "task_status_msg": _mostly(st.sampled_from(["", "ok"]) | st.none()),
+        "task_info": _mostly(
+            st.fixed_dictionaries(
+                {}, optional={"external_task_id": _mostly(st.sampled_from(["", "ext-1"]))}
+            )
+        ),
+        "task_result": _mostly(st.sampled_from([{"videos": []}, {}, {"videos": None}])),
+        "created_at": _times,
+        "updated_at": _times,
+        "external_task_id": _mostly(st.sampled_from(["", "ext-2"]) | st.none()),
+        "final_unit_deduction": _odd_values,
+        "watermark_info": _odd_values,
+    },
+)
+_gateway_fields = st.integers(0, 3).flatmap(
+    lambda draw: (
+        st.just({})
+        if draw
+        else st.fixed_dictionaries({}, optional={"status": _odd_values, "progress": _odd_values})
+    )
+)
+_legacy_answers = st.builds(lambda task, extra: {**task, **extra}, _legacy_tasks, _gateway_fields)
+
+
+def _outcome(data: Any, *, shortcut: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from kling_async import wire
+
+    with monkeypatch.context() as patch:
+        if not shortcut:
+            patch.setattr(wire, "_plain_task", lambda _data: None)
+        try:
+            task = parse_task(data, TEXT_TO_VIDEO, where="fuzz", keep_raw=False)
+        except kling.KlingError as exc:
+            return (type(exc), str(exc))
+    return attrs.asdict(task, recurse=False)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=_legacy_answers)
+def test_the_legacy_shortcut_reads_as_the_general_walk_does(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``parse_task`` reads an unfinished legacy task without the gateway-layer walk and the
+    converter; whatever the answer holds, the task (or the error) must be the one the general
+    path gives."""
+    fast = _outcome(data, shortcut=True, monkeypatch=monkeypatch)
+    slow = _outcome(data, shortcut=False, monkeypatch=monkeypatch)
+    assert fast == slow
+
+
+def test_the_legacy_shortcut_is_taken_for_a_running_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shortcut must actually serve Kling's running task, or the property above is idle."""
+    from kling_async import wire
+
+    running = {**LEGACY, "task_status": "processing", "task_result": {"videos": []}}
+    assert wire._plain_task(running) is not None
+    assert wire._plain_task({**running, "progress": "50%"}) is None  # a gateway's field
