@@ -10,7 +10,8 @@ unwritable folder or journal; a batch resumes when run again); 4 the journal is 
 run; 130 interrupted (a batch resumes when run again).
 
 The commands live here; reading input files, connection options, running a command and the demo
-each have a private module beside this one.
+each have a private module beside this one. What stays (a little over 500 lines, on purpose)
+is the command table: one function per command under its click options, read as a whole.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The poll scheduler: one loop that watches many tasks and hands them back as they finish.
 
+(It is one module a little over 500 lines on purpose: one class whose parts, the loop, the
+entries, the heap, the policy and the outcome, already live in ``_poll_*`` modules beside it;
+a third of what is left is documentation, this page's included.)
+
 [`PollScheduler`][kling_async.scheduler.PollScheduler] knows nothing of HTTP. It is given a [`Fetch`][kling_async.scheduler.Fetch] function (and
 optionally a [`BatchFetch`][kling_async.scheduler.BatchFetch] one) and decides *when* to call it for each tracked task:
 

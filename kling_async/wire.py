@@ -2,9 +2,9 @@
 
 Parsing is tolerant of every shape the API notes describe, because gateways differ:
 
-* the Kling envelope ``{"code": 0, "message": ..., "request_id": ..., "data": {...}}`` with
-  ``code`` as ``0``, ``"0"`` or ``"success"``;
-* CometAPI's own errors ``{"error": {"code": ..., "message": "... (request id: X)", ...}}``;
+* the envelopes, Kling's and the gateways' (read by ``_envelope``, whose
+  [`parse_envelope`][kling_async.wire.parse_envelope] and
+  [`fingerprint`][kling_async.wire.fingerprint] this module re-exports);
 * the gateway-wrapped task ``{"task_id", "status": "SUCCESS", "fail_reason", "data": {<task>}}``;
 * the legacy task (``task_id``/``task_status``/``task_result.videos``) and the new-standard task
   (``id``/``status``/``outputs``);
@@ -17,12 +17,8 @@ does the structuring; the global converter is never touched.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from hashlib import blake2b
 from typing import Any, TypeVar
 
 import attrs
@@ -30,11 +26,12 @@ import cattrs
 from cattrs.errors import BaseValidationError
 
 from . import dialects
+from ._envelope import fingerprint, parse_envelope
+from ._gateway_layers import first, normalise_task, progress_percent, shape
 from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack
-from .errors import APIError, MissingResultError, ResponseParseError, error_for_response
+from .errors import MissingResultError, ResponseParseError
 from .models import NO_RAW, Task, TaskKind, TaskRequest, TaskStatus, Video
-from .retry import parse_retry_after
 
 __all__ = [
     "converter",
@@ -51,8 +48,6 @@ __all__ = [
 converter = cattrs.Converter(forbid_extra_keys=False)
 """The library's one converter (never ``cattrs.global_converter``)."""
 
-_SUCCESS_CODES = {"0", "success", "succeed", "ok"}
-_REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)]+)\)")
 _MS_THRESHOLD = 100_000_000_000  # later than 5138 AD in seconds, earlier than 1973 in ms
 
 
@@ -121,306 +116,11 @@ converter.register_structure_hook(str | None, _optional_text)
 converter.register_structure_hook(str, _text)
 
 
-def _excerpt(body: bytes) -> str:
-    return body[:120].decode("utf-8", "replace")
-
-
 _T = TypeVar("_T")
-
-_REQUEST_ID_KEY = b'"request_id"'
-_REQUEST_ID_VALUE = re.compile(rb'\s*:\s*(?:"[^"\\]*"|-?\d+)')
-
-
-def fingerprint(body: bytes) -> bytes:
-    """A digest of an answer *body*, blind to its ``request_id`` values.
-
-    Most status checks answer what the one before did, but in a fresh envelope: Kling (and
-    a gateway that keeps Kling's envelope inside its own) gives every answer a new
-    ``request_id``. Two bodies with equal digests are byte-identical but for those values, so
-    they read as the same task, and the client keeps the task it has instead of decoding and
-    parsing the answer again. BLAKE2b with 128 bits makes a false match between two answers
-    a practical impossibility, unlike Python's 64-bit ``hash``.
-
-    Examples:
-        >>> first = b'{"code": 0, "request_id": "a1", "data": {"task_status": "submitted"}}'
-        >>> fingerprint(first) == fingerprint(first.replace(b"a1", b"b2"))
-        True
-        >>> fingerprint(first) == fingerprint(first.replace(b"submitted", b"processing"))
-        False
-    """
-    digest = blake2b(digest_size=16)
-    view = memoryview(body)
-    start = 0
-    key = body.find(_REQUEST_ID_KEY)
-    while key >= 0:
-        after = key + len(_REQUEST_ID_KEY)
-        value = _REQUEST_ID_VALUE.match(body, after)
-        if value is not None:
-            digest.update(view[start:key])
-            start = value.end()
-        key = body.find(_REQUEST_ID_KEY, after)
-    digest.update(view[start:])
-    return digest.digest()
-
 
 _RAW_KEPT = frozenset({TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.UNKNOWN})
 """Statuses whose task keeps its raw answer even in the scheduler: the results of a finished
 task are read from it, and it is all there is to debug a status the library does not know."""
-
-MAX_NESTING = 8
-"""How many gateway records and upstream envelopes a task may be wrapped in before the answer is
-refused as malformed. JSON nested deeper than the interpreter's recursion limit (about 1,000
-levels) is refused while decoding."""
-
-
-def _decode(body: bytes, *, where: str) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except RecursionError:
-        raise ResponseParseError(
-            "the body is nested too deeply to decode", where=where, excerpt=_excerpt(body)
-        ) from None
-
-
-def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, where: str) -> Any:
-    """Return the ``data`` of a successful answer, or raise the matching error.
-
-    Besides Kling's envelope, a gateway's bare task (new-api answers a create with the task
-    object itself, no envelope) is returned as it is.
-
-    Raises:
-        APIError: (a subclass chosen by code and status) when the server reports an error.
-        ResponseParseError: when the answer is not one of the known shapes.
-    """
-    try:
-        payload = _decode(body, where=where)
-    except (ValueError, UnicodeDecodeError):
-        payload = None
-        if status < 400:
-            raise ResponseParseError(
-                "the body is not JSON", where=where, excerpt=_excerpt(body)
-            ) from None
-    if not isinstance(payload, dict):
-        if status >= 400:
-            raise error_for_response(
-                status=status,
-                code=None,
-                message=f"HTTP {status} with a non-JSON body: {_excerpt(body)!r}",
-                retry_after=parse_retry_after(headers),
-            )
-        raise ResponseParseError("expected a JSON object", where=where, excerpt=_excerpt(body))
-    error = _error_from(payload, status, headers)
-    if error is not None:
-        raise error
-    if "data" not in payload:
-        if dialects.is_bare_task(payload):
-            return payload
-        raise ResponseParseError(
-            "the envelope has no 'data' field", where=where, excerpt=_excerpt(body)
-        )
-    return payload["data"]
-
-
-def _error_from(
-    payload: Mapping[str, Any], status: int, headers: Mapping[str, str]
-) -> APIError | None:
-    gateway = payload.get("error")
-    if isinstance(gateway, dict):
-        retry_after = parse_retry_after(headers)
-        message = str(gateway.get("message") or gateway.get("type") or "gateway error")
-        found = _REQUEST_ID_IN_MESSAGE.search(message)
-        raw_code = gateway.get("code")
-        return _api_error(
-            status=status if status >= 400 else 500,
-            code=_normalise_code(raw_code) if raw_code not in (None, "") else None,
-            message=message,
-            request_id=found.group(1) if found else None,
-            retry_after=retry_after,
-        )
-    raw_code = payload.get("code", 0 if status < 400 else None)
-    code = _normalise_code(raw_code)
-    if code == 0 and status < 400:
-        return None  # the hot path: no Retry-After to read
-    request_id = payload.get("request_id")
-    return _api_error(
-        status=status if status >= 400 else 400,
-        code=code,
-        message=str(payload.get("message") or f"error code {code}"),
-        request_id=str(request_id) if request_id else None,
-        retry_after=parse_retry_after(headers),
-    )
-
-
-def _api_error(
-    *,
-    status: int,
-    code: int | str | None,
-    message: str,
-    request_id: str | None,
-    retry_after: float | None,
-) -> APIError:
-    """Build the error, first recovering Kling's own answer when a gateway relays it."""
-    upstream = dialects.relayed_upstream(message)
-    if upstream is not None:
-        upstream_code = _normalise_code(upstream.get("code"))
-        if upstream_code not in (None, 0):
-            code = upstream_code
-            message = str(upstream.get("message") or message)
-            upstream_id = upstream.get("request_id")
-            request_id = str(upstream_id) if upstream_id else request_id
-    cls = dialects.error_class(code, message)
-    message = dialects.explain(message)
-    if cls is not None:
-        return cls(
-            message, status=status, code=code, request_id=request_id, retry_after=retry_after
-        )
-    return error_for_response(
-        status=status, code=code, message=message, request_id=request_id, retry_after=retry_after
-    )
-
-
-def _normalise_code(raw: Any) -> int | str | None:
-    if raw is None:
-        return None
-    if isinstance(raw, bool):
-        return str(raw)
-    if isinstance(raw, int):
-        return raw
-    text = str(raw).strip()
-    if text.lower() in _SUCCESS_CODES:
-        return 0
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = mapping.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _layers(data: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
-    """The records a task is wrapped in, outermost first, envelopes stepped through.
-
-    A gateway's record of a task (new-api's ``TaskDto``: its own id, status, progress and
-    ``result_url``) may hold the upstream's answer in ``data``: the bare task, or the whole
-    upstream envelope ``{code, message, request_id, data: {<task>}}``, possibly again wrapped.
-    Each envelope's ``code`` is checked on the way in.
-    """
-    layers = [data]
-    current = data
-    for _ in range(MAX_NESTING):
-        inner = current.get("data")
-        if isinstance(inner, Mapping) and dialects.is_envelope(inner):
-            error = _error_from(inner, 200, {})
-            if error is not None:
-                if TaskStatus.parse(str(_first(current, "task_status", "status") or "")) in (
-                    TaskStatus.FAILED,
-                    TaskStatus.SUCCEED,
-                ):
-                    # The gateway has settled the task; the upstream's error explains it.
-                    layers.append({"task_status_msg": error.message})
-                    return layers
-                raise error
-            inner = inner.get("data")
-        if not isinstance(inner, Mapping):
-            return layers
-        layers.append(inner)
-        current = inner
-    raise ResponseParseError(
-        f"the task is wrapped more than {MAX_NESTING} levels deep", where=where
-    )
-
-
-def _layered(layers: list[Mapping[str, Any]], *keys: str) -> Any:
-    """The innermost non-empty value of *keys* (the upstream's word beats a gateway's copy)."""
-    for layer in reversed(layers):
-        get = layer.get
-        for key in keys:  # _first, inlined: this runs about ten times per status answer
-            value = get(key)
-            if value is not None:
-                if value != "":
-                    return value
-                break  # an empty value in this layer: the next layer out may know
-    return None
-
-
-def _status(layers: list[Mapping[str, Any]]) -> Any:
-    innermost = _layered(layers, "task_status", "status")
-    if innermost is None or TaskStatus.parse(str(innermost)).is_finished:
-        return innermost
-    # A gateway that settled the task (a timeout, a refund) will not ask the upstream again.
-    for layer in layers:
-        outer = _first(layer, "task_status", "status")
-        if outer is not None and TaskStatus.parse(str(outer)).is_finished:
-            return outer
-    return innermost
-
-
-def _results(layers: list[Mapping[str, Any]], where: str, *, fallback: bool) -> list[Any]:
-    for layer in reversed(layers):
-        result = layer.get("task_result")
-        if isinstance(result, Mapping) and result.get("videos") is not None:
-            videos = result["videos"]
-            if not isinstance(videos, list) or not all(isinstance(v, Mapping) for v in videos):
-                raise ResponseParseError(
-                    f"task_result.videos must be a list of objects, got {_shape(videos)}",
-                    where=where,
-                )
-            return videos
-        outputs = layer.get("outputs")
-        if outputs is not None:
-            if not isinstance(outputs, list) or not all(isinstance(v, Mapping) for v in outputs):
-                raise ResponseParseError(
-                    f"outputs must be a list of objects, got {_shape(outputs)}", where=where
-                )
-            return [item for item in outputs if item.get("type", "video") == "video"]
-    # A gateway's lone result URL stands for the video; image and audio tasks list theirs.
-    url = _layered(layers, *dialects.RESULT_URL_KEYS) if fallback else None
-    return [{"url": url}] if isinstance(url, str) and url else []
-
-
-def _shape(value: Any) -> str:
-    if isinstance(value, list):
-        kinds = sorted({type(item).__name__ for item in value})
-        return f"a list of {', '.join(kinds)}" if kinds else "an empty list"
-    return type(value).__name__
-
-
-def _progress(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(str(value).strip().rstrip("%"))
-    except ValueError:
-        return None
-    return max(0, min(100, int(number))) if math.isfinite(number) else None  # NaN, inf: none
-
-
-def _normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[str, Any]:
-    layers = _layers(data, where)
-    outer_id = _layered(layers[:1], "task_id", "id")
-    inner_id = _layered(layers[-1:], "task_id", "id")
-    info = _layered(layers, "task_info")
-    info = info if isinstance(info, Mapping) else {}
-    return {
-        # The outermost id is the one to query with: a gateway's own id, not the upstream's.
-        "task_id": outer_id if outer_id is not None else _layered(layers, "task_id", "id"),
-        "upstream_id": inner_id if inner_id is not None and inner_id != outer_id else None,
-        "task_status": _status(layers),
-        "task_status_msg": _layered(layers, "task_status_msg", "fail_reason", "message"),
-        "external_task_id": _first(info, "external_task_id")
-        or _layered(layers, "external_task_id", "external_id"),
-        "created_at": _layered(layers, "created_at", "create_time", "submit_time"),
-        "updated_at": _layered(layers, "updated_at", "update_time"),
-        "progress": _layered(layers, "progress"),
-        "videos": _results(layers, where, fallback=kind.results == "videos"),
-    }
-
 
 _NOT_PLAIN = frozenset(
     {
@@ -525,14 +225,14 @@ def parse_task(
     progress: int | None = None
     upstream_id: Any = None
     if wire is None:
-        normalised = _normalise_task(data, kind, where)
+        normalised = normalise_task(data, kind, where)
         for required in ("task_id", "task_status"):
             if normalised.get(required) in (None, ""):
                 raise ResponseParseError(
                     f"the task has no {required!r} (keys: {', '.join(sorted(map(str, data)))})",
                     where=where,
                 )
-        progress = _progress(normalised.pop("progress"))
+        progress = progress_percent(normalised.pop("progress"))
         upstream_id = normalised.pop("upstream_id")
         try:
             wire = converter.structure(normalised, _WireTask)
@@ -594,7 +294,7 @@ def task_items(data: Any, *, where: str = "") -> list[Any]:
     if isinstance(data, Mapping):
         # Some gateways page as {"list": [...]} or {"tasks": [...]}; Kling's /tasks as
         # {"result": [...]}.
-        data = _first(data, "list", "tasks", "items", "result")
+        data = first(data, "list", "tasks", "items", "result")
     if not isinstance(data, list):
         raise ResponseParseError("expected a list of tasks", where=where)
     return data
@@ -604,7 +304,7 @@ def item_id(item: Any) -> str | None:
     """The id of one task object of a list answer (``task_id`` or ``id``), if it has one."""
     if not isinstance(item, Mapping):
         return None
-    ident = _first(item, "task_id", "id")
+    ident = first(item, "task_id", "id")
     return str(ident) if ident is not None else None
 
 
@@ -634,11 +334,11 @@ def parse_account_costs(data: Any, *, where: str = "") -> AccountCosts:
             type (a quantity that is not a number, say).
     """
     if not isinstance(data, Mapping):
-        raise ResponseParseError(f"expected an object, got {_shape(data)}", where=where)
+        raise ResponseParseError(f"expected an object, got {shape(data)}", where=where)
     infos = data.get("resource_pack_subscribe_infos", [])
     if not isinstance(infos, list) or not all(isinstance(info, Mapping) for info in infos):
         raise ResponseParseError(
-            f"resource_pack_subscribe_infos must be a list of objects, got {_shape(infos)}",
+            f"resource_pack_subscribe_infos must be a list of objects, got {shape(infos)}",
             where=where,
         )
     packs = []

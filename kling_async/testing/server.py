@@ -4,7 +4,9 @@ It answers like Kling served directly (``/v1/...``) and through CometAPI (``/kli
 and is written independently of the client's wire code so that it can check the client.
 Task state is a pure function of an injectable clock, so no timers drive the lifecycle; the one
 background task only delivers callbacks. The API pipeline (``ApiSite``) and the CDN
-(``CdnSite``) are mixins in private modules beside this one.
+(``CdnSite``) are mixins in private modules beside this one. What stays here (a little over
+500 lines, on purpose) is the emulator's face: its constructor's options, each documented, and
+the state tests read.
 """
 
 from __future__ import annotations
