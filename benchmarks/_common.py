@@ -12,7 +12,7 @@ import gc
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,12 @@ class CheckCounter:
     Wraps the client's status check (what ``watch()`` hands its scheduler: ``get_task``
     keeping no raw answer of a running task) with an instance attribute, read when a
     watcher is made; no event listener is added, so the client runs as a script's would.
+
+    The wrapper is a plain function that counts a check as it starts and hands back the
+    check's own coroutine: an ``async def`` around it would add a coroutine and a frame to
+    resume at each of the request's suspensions, a cost of the measurement that the raw loop
+    does not pay. In a window of thousands of checks, counting at the start rather than the
+    end shifts the count by at most the checks in flight at its edges, which cancel out.
     """
 
     def __init__(self, client: kling.KlingClient) -> None:
@@ -70,11 +76,10 @@ class CheckCounter:
         self.counting = False
         poll = client._poll
 
-        async def counted(task: kling.Task) -> kling.Task:
-            found = await poll(task)
+        def counted(task: kling.Task) -> Coroutine[Any, Any, kling.Task]:
             if self.counting:
                 self.count += 1
-            return found
+            return poll(task)
 
         client._poll = counted  # type: ignore[method-assign]
 

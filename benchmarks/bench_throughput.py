@@ -85,9 +85,12 @@ def _pooled(windows: Sequence[_Window]) -> _Window:
 
 
 async def _baseline_window(
-    urls: Sequence[str], concurrency: int, warmup: float, window: float
+    urls: Sequence[str], concurrency: int, warmup: float, window: float, burn_us: float = 0.0
 ) -> _Window:
-    """Checks per second of C raw GET loops over *urls* during *window* (after *warmup*)."""
+    """Checks per second of C raw GET loops over *urls* during *window* (after *warmup*).
+
+    With *burn_us*, each check also spins that many microseconds of CPU (the calibration).
+    """
     headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
     counted = False
     count = 0
@@ -103,6 +106,10 @@ async def _baseline_window(
                     body = json.loads(await response.read())
                 if body["code"] != 0:
                     raise RuntimeError(f"emulator answered {body!r}")
+                if burn_us:
+                    until = time.perf_counter() + burn_us * 1e-6
+                    while time.perf_counter() < until:
+                        pass
                 if counted:
                     count += 1
 
@@ -154,6 +161,7 @@ async def run(
     profile: bool = False,
     changing: bool = False,
     pairs: int = 4,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Measure both sides; return checks/s for each and their ratio."""
     options = ("--restamp-answers",) if changing else ()
@@ -178,6 +186,9 @@ async def run(
                     lib_parts.append(await _library_window(url, created, concurrency, warmup, each))
             base_rates.append(_pooled(base_parts))
             lib_rates.append(_pooled(lib_parts))
+        calibration = (
+            await _calibration(task_urls, concurrency, warmup, each, 2 * pairs) if calibrate else {}
+        )
         profile_text = ""
         if profile:
             profiler = cProfile.Profile()
@@ -209,7 +220,34 @@ async def run(
         "library_cpu_us_per_check": lib_cpu * 1e6,
         "cpu_ratio": lib_cpu / base_cpu if base_cpu else float("nan"),
         "profile": profile_text,
+        "calibration": calibration,
     }
+
+
+BURNS_US = (5.0, 10.0)
+
+
+async def _calibration(
+    urls: Sequence[str], concurrency: int, warmup: float, each: float, pairs: int
+) -> dict[float, float]:
+    """What a ratio means in microseconds on this machine: the raw loop with a fixed amount of
+    extra CPU per check (a busy wait), against the raw loop alone, windows alternated ABBA.
+
+    On a 2-core machine extra client work costs more than itself: the client's syscalls get
+    dearer as it falls behind the server, so the ratio a few microseconds buy is measured, not
+    computed.
+    """
+    ratios: dict[float, float] = {}
+    for burn in BURNS_US:
+        plain: list[_Window] = []
+        burned: list[_Window] = []
+        for index in range(pairs):
+            order = (0.0, burn) if index % 2 == 0 else (burn, 0.0)
+            for spin in order:
+                window = await _baseline_window(urls, concurrency, warmup, each, spin)
+                (burned if spin else plain).append(window)
+        ratios[burn] = _pooled(burned).rate / _pooled(plain).rate
+    return ratios
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -227,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pairs", type=int, default=4, help="alternations of the sides per round")
     parser.add_argument("--profile", action="store_true", help="cProfile one library window")
     parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="skip timing the raw loop with a few microseconds of extra work per check",
+    )
+    parser.add_argument(
         "--variant",
         choices=("repeating", "changing", "both"),
         default="both",
@@ -236,7 +280,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     variants = [False, True] if args.variant == "both" else [args.variant == "changing"]
     sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "pairs")
     settings = {name: getattr(args, name) for name in sizes}
-    results = [asyncio.run(run(**settings, changing=changing)) for changing in variants]
+    results = [
+        asyncio.run(run(**settings, changing=changing, calibrate=index == 0 and args.calibrate))
+        for index, changing in enumerate(variants)
+    ]
     for result in results:
         _print(result)
     first = results[0]
@@ -267,6 +314,14 @@ def _print(result: dict[str, Any]) -> None:
             ),
         ],
     )
+    if result["calibration"]:
+        print_table(
+            "calibration: the raw loop with extra CPU per check (a busy wait) vs the raw loop",
+            [
+                (f"+{burn:g} us per check, checks/s ratio", f"{ratio:.2f}x")
+                for burn, ratio in result["calibration"].items()
+            ],
+        )
     if result["profile"]:
         print("\n-- cProfile of one library window (by own time) --")
         print(result["profile"])

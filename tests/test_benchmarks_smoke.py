@@ -68,6 +68,10 @@ def test_throughput(bench: dict[str, ModuleType]) -> None:
         assert variant["ratio"] > 0
     assert not result["changing"]
     assert result["changing_variant"]["changing"]
+    # The calibration runs once, with the first variant: a raw loop slowed by a busy wait.
+    assert set(result["calibration"]) == set(bench["throughput"].BURNS_US)
+    assert all(0 < ratio < 2 for ratio in result["calibration"].values())
+    assert result["changing_variant"]["calibration"] == {}
 
 
 def test_requests_per_task(bench: dict[str, ModuleType]) -> None:
