@@ -28,6 +28,7 @@ def bench() -> dict[str, ModuleType]:
         import bench_requests_per_task
         import bench_throughput
         import bench_tight_budget
+        import bench_versions
         import run_all
         from _plot import write_svg
     finally:
@@ -42,6 +43,7 @@ def bench() -> dict[str, ModuleType]:
         "run_all": run_all,
         "readme": bench_readme_pattern,
         "tight_budget": bench_tight_budget,
+        "versions": bench_versions,
         "plot": sys.modules[write_svg.__module__],
     }
 
@@ -72,6 +74,26 @@ def test_throughput(bench: dict[str, ModuleType]) -> None:
     assert set(result["calibration"]) == set(bench["throughput"].BURNS_US)
     assert all(0 < ratio < 2 for ratio in result["calibration"].values())
     assert result["changing_variant"]["calibration"] == {}
+
+
+def test_versions_against_this_very_tree(bench: dict[str, ModuleType]) -> None:
+    """The version A/B runs end to end (this tree on both sides: the ratio is noise around 1)."""
+    tree = BENCHMARKS.parent
+    result = bench["versions"].main(
+        ["--old", str(tree), "--tasks", "4", "--rounds", "1", "--pairs", "2", "--window", "0.3"]
+    )
+    assert len(result["rounds"]) == 1
+    rates = result["rounds"][0]["rates"]
+    assert rates["old"] > 0
+    assert rates["new"] > 0
+    assert result["min"] == result["median"] == result["max"] == result["ratios"][0] > 0
+
+
+def test_versions_refuses_a_tree_without_the_package(
+    bench: dict[str, ModuleType], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit):
+        bench["versions"].main(["--old", str(tmp_path)])
 
 
 def test_requests_per_task(bench: dict[str, ModuleType]) -> None:
