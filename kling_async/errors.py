@@ -40,7 +40,8 @@ The hierarchy::
     └── WebhookVerificationError    a signed callback's signature is bad, missing or stale
 
 Foreign exceptions (aiohttp, cattrs, json) are translated into this tree in exactly one place each:
-the transport for aiohttp, ``kling_async.wire`` for parsing. No exception text ever contains the
+the transport for aiohttp, ``kling_async.wire`` (with its private ``_envelope`` and
+``_gateway_layers``) for parsing. No exception text ever contains the
 API key: messages are built from server-provided text, field names and ids only.
 """
 

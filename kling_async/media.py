@@ -61,8 +61,9 @@ class Audio:
 
 
 def _task_object(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    # Not wire's _layers: that walk checks each envelope's code and raises, on the way in; this one
-    # runs from Task properties over an answer already accepted, and must never raise.
+    # Not _gateway_layers' walk: that one checks each envelope's code and raises, on the way
+    # in; this one runs from Task properties over an answer already accepted, and must never
+    # raise.
     current: Any = raw
     for _ in range(_MAX_DEPTH):
         if not isinstance(current, Mapping):

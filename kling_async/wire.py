@@ -27,6 +27,7 @@ from cattrs.errors import BaseValidationError
 
 from . import dialects
 from ._envelope import fingerprint, parse_envelope
+from ._gateway_layers import MAX_NESTING as MAX_NESTING  # documented here before the split
 from ._gateway_layers import first, normalise_task, progress_percent, shape
 from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack

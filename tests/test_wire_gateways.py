@@ -367,3 +367,10 @@ def test_the_legacy_shortcut_is_taken_for_a_running_task(monkeypatch: pytest.Mon
     running = {**LEGACY, "task_status": "processing", "task_result": {"videos": []}}
     assert wire._plain_task(running) is not None
     assert wire._plain_task({**running, "progress": "50%"}) is None  # a gateway's field
+
+
+@pytest.mark.parametrize("progress", [float("inf"), float("-inf"), float("nan"), "1e999", "inf%"])
+def test_a_progress_that_is_no_number_is_no_progress(progress: Any) -> None:
+    """An infinite progress used to escape as OverflowError; any non-finite one reads as none."""
+    record = {"task_id": "t1", "status": "IN_PROGRESS", "progress": progress}
+    assert parse_task(record, TEXT_TO_VIDEO).progress is None
