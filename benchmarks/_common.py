@@ -220,3 +220,16 @@ def _fmt(value: Any) -> str:
             return f"{value:,.0f}"
         return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
+
+
+@contextlib.asynccontextmanager
+async def never_finishing(
+    count: int, prefix: str, *, changing: bool = False
+) -> AsyncIterator[tuple[str, list[kling.Task]]]:
+    """The emulator in a child process holding *count* tasks that never finish; yield its URL
+    and the tasks. With *changing*, every answer differs (the emulator restamps each)."""
+    options = ("--restamp-answers",) if changing else ()
+    async with emulator_process(queue_seconds=1e9, processing_seconds=1.0, options=options) as url:
+        async with make_client(url, supports_list=False) as client:
+            created = await client.submit_many(prompts(count, prefix))
+        yield url, created

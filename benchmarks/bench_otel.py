@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
-from _common import CheckCounter, emulator_process, make_client, print_table, prompts, verdict
+from _common import CheckCounter, make_client, never_finishing, print_table, verdict
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -128,9 +128,7 @@ async def run(
     """Measure every mode *rounds* times, alternating; return the means and the ratios."""
     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
     cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
-    async with emulator_process(queue_seconds=1e9, processing_seconds=1.0) as url:
-        async with make_client(url, supports_list=False) as client:
-            created = await client.submit_many(prompts(tasks, "otel"))
+    async with never_finishing(tasks, "otel") as (url, created):
         for _ in range(rounds):
             for mode in MODES:
                 rate, cpu = await _window(url, created, mode, concurrency, warmup, window)

@@ -45,11 +45,11 @@ import anyio
 from _common import (
     API_KEY,
     CheckCounter,
-    emulator_process,
+    emulator_provider,
     make_client,
+    never_finishing,
     percentile,
     print_table,
-    prompts,
     verdict,
 )
 
@@ -164,11 +164,9 @@ async def run(
     calibrate: bool = False,
 ) -> dict[str, Any]:
     """Measure both sides; return checks/s for each and their ratio."""
-    options = ("--restamp-answers",) if changing else ()
-    async with emulator_process(queue_seconds=1e9, processing_seconds=1.0, options=options) as url:
-        async with make_client(url, supports_list=False) as client:
-            created = await client.submit_many(prompts(tasks, "tput"))
-        task_urls = [client.provider.url(f"{task.kind.path}/{task.id}") for task in created]
+    async with never_finishing(tasks, "tput", changing=changing) as (url, created):
+        provider = emulator_provider(url)
+        task_urls = [provider.url(f"{task.kind.path}/{task.id}") for task in created]
         # Each round alternates the sides `pairs` times in ABBA order over short windows: the
         # machine's speed drifts on a scale of seconds, and adjacent windows share its state.
         each = window / (rounds * pairs)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import API_KEY, emulator_process, make_client, percentile, print_table, prompts
+from _common import API_KEY, never_finishing, percentile, print_table
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -116,10 +116,7 @@ async def run(
     changing: bool = False,
 ) -> dict[str, Any]:
     """Alternate the two trees; return per-round rates and ratios."""
-    options = ("--restamp-answers",) if changing else ()
-    async with emulator_process(queue_seconds=1e9, processing_seconds=1.0, options=options) as url:
-        async with make_client(url, supports_list=False) as client:
-            created = await client.submit_many(prompts(tasks, "versions"))
+    async with never_finishing(tasks, "versions", changing=changing) as (url, created):
         ids = [task.id for task in created]
         trees = {"old": old, "new": HERE}
         per_round: list[dict[str, Any]] = []

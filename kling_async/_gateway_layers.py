@@ -17,7 +17,7 @@ from ._envelope import error_from
 from .errors import ResponseParseError
 from .models import TaskKind, TaskStatus
 
-__all__ = ["MAX_NESTING", "first", "normalise_task", "progress_percent", "shape"]
+__all__ = ["GATEWAY_KEYS", "MAX_NESTING", "first", "normalise_task", "progress_percent", "shape"]
 
 MAX_NESTING = 8
 """How many gateway records and upstream envelopes a task may be wrapped in before the answer is
@@ -129,6 +129,27 @@ def progress_percent(value: Any) -> int | None:
     except ValueError:
         return None
     return max(0, min(100, int(number))) if math.isfinite(number) else None  # NaN, inf: none
+
+
+GATEWAY_KEYS = frozenset(
+    {
+        "data",
+        "id",
+        "status",
+        "fail_reason",
+        "message",
+        "external_id",
+        "create_time",
+        "submit_time",
+        "update_time",
+        "progress",
+        "outputs",
+        *dialects.RESULT_URL_KEYS,
+    }
+)
+"""Every key the walk reads that Kling's legacy task object does not have: an answer holding
+none of them is that object as it is, with nothing to weigh against another layer, and
+``wire`` reads it directly. A key the walk learns must be added here."""
 
 
 def normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[str, Any]:

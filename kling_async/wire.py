@@ -25,10 +25,9 @@ import attrs
 import cattrs
 from cattrs.errors import BaseValidationError
 
-from . import dialects
 from ._envelope import fingerprint, parse_envelope
+from ._gateway_layers import GATEWAY_KEYS, first, normalise_task, progress_percent, shape
 from ._gateway_layers import MAX_NESTING as MAX_NESTING  # documented here before the split
-from ._gateway_layers import first, normalise_task, progress_percent, shape
 from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack
 from .errors import MissingResultError, ResponseParseError
@@ -123,26 +122,6 @@ _RAW_KEPT = frozenset({TaskStatus.SUCCEED, TaskStatus.FAILED, TaskStatus.UNKNOWN
 """Statuses whose task keeps its raw answer even in the scheduler: the results of a finished
 task are read from it, and it is all there is to debug a status the library does not know."""
 
-_NOT_PLAIN = frozenset(
-    {
-        "data",
-        "id",
-        "status",
-        "fail_reason",
-        "message",
-        "external_id",
-        "create_time",
-        "submit_time",
-        "update_time",
-        "progress",
-        "outputs",
-        *dialects.RESULT_URL_KEYS,
-    }
-)
-"""Keys that only a gateway's record or the new-standard task has: an answer holding none of
-them is Kling's legacy task object as it is, with nothing to weigh against another layer."""
-
-
 _PLAIN_TIME_TYPES = (int, float, type(None))
 
 
@@ -155,7 +134,7 @@ def _plain_task(data: Mapping[str, Any]) -> _WireTask | None:
     record, a result list, an odd type) returns ``None`` and takes the general path, which
     also words every error.
     """
-    if not data.keys().isdisjoint(_NOT_PLAIN):
+    if not data.keys().isdisjoint(GATEWAY_KEYS):
         return None
     get = data.get
     task_id, raw_status, message = get("task_id"), get("task_status"), get("task_status_msg")
