@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .as_completed import AsCompleted as AsCompleted
 from .auth import AccessKeyAuth as AccessKeyAuth
 from .auth import ApiKeyAuth as ApiKeyAuth
 from .batch import Batch as Batch
@@ -119,6 +120,7 @@ __all__ = [
     # the session
     "KlingClient",
     "Watcher",
+    "AsCompleted",
     "WebhookReceiver",
     "aiohttp_handler",
     "verify_signature",

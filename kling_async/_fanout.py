@@ -16,11 +16,13 @@ async def submit_all(
     submit: Callable[[TaskRequest], Awaitable[Task]],
     requests: Sequence[TaskRequest],
     concurrency: int,
+    on_created: Callable[[Task], None] | None = None,
 ) -> list[Task | KlingError]:
     """Run *submit* over *requests*, at most *concurrency* at once; errors are kept, not raised.
 
     A failed submission never cancels the others: each created task is paid for and must be
-    returned to the caller.
+    returned to the caller. *on_created* sees each task as soon as it exists (a watcher that
+    starts checking it while the others are still being submitted).
     """
     gate = anyio.CapacityLimiter(max(1, concurrency))
     outcomes: dict[int, Task | KlingError] = {}
@@ -28,9 +30,13 @@ async def submit_all(
     async def one(index: int, request: TaskRequest) -> None:
         async with gate:
             try:
-                outcomes[index] = await submit(request)
+                task = await submit(request)
             except KlingError as exc:
                 outcomes[index] = exc
+                return
+            outcomes[index] = task
+            if on_created is not None:
+                on_created(task)
 
     async with anyio.create_task_group() as group:
         for index, request in enumerate(requests):

@@ -37,6 +37,7 @@ from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
 from ._pipeline import RequestPipeline
 from ._slot_scope import SlotPools, slot_scope, slot_weight
 from .account import AccountCosts
+from .as_completed import AsCompleted
 from .auth import Auth
 from .clock import Clock, SystemClock
 from .completion import CompletionModel, profile_of
@@ -636,6 +637,45 @@ class KlingClient(AsyncClosing):
         if errors:
             raise PartialSubmitError(tasks=tasks, errors=errors)
         return tasks
+
+    def as_completed(
+        self,
+        requests: Iterable[TaskRequest],
+        *,
+        concurrency: int = 16,
+        task_timeout: float | None = None,
+    ) -> AsCompleted:
+        """Submit *requests* as task slots free and yield the tasks as they finish.
+
+        The one-call form of ``submit_many`` then ``watch``, named after ``asyncio.as_completed``:
+        each task is watched from the moment it is created, by one scheduler for all of them,
+        so results come while later requests are still waiting for a slot. Every request is
+        validated before the first is sent. Failed tasks are yielded too (``task.failed``);
+        when some submissions failed, iteration ends by raising
+        [`PartialSubmitError`][kling_async.errors.PartialSubmitError], after every created task.
+        For an overall deadline, put the block inside ``anyio.fail_after`` (or
+        ``asyncio.timeout``): created tasks keep running on the server, and ``results.created``
+        lists them.
+
+        Args:
+            requests: the requests to submit.
+            concurrency: submissions in flight at once (slots and the rate limit apply too).
+            task_timeout: seconds per task, counted from its creation; a task still running
+                then ends iteration with [`WaitTimeoutError`][kling_async.errors.WaitTimeoutError].
+
+        Example::
+
+            requests = [kling.TextToVideo(prompt=p) for p in prompts]
+            async with client.as_completed(requests) as results:
+                async for task in results:
+                    if task.succeeded:
+                        await client.download(task, "videos/")
+        """
+        items = list(requests)
+        for request in items:
+            self.check_request(request)
+        watcher = self.watch(task_timeout=task_timeout)
+        return AsCompleted(self.submit, items, watcher, concurrency)
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -128,6 +128,11 @@ class StreamingTransport(Transport, Protocol):
         ...
 
 
+_PARSED_URLS = 4096
+"""API URLs an [`AiohttpTransport`][kling_async.transport.AiohttpTransport] keeps parsed: a few
+hundred kilobytes at most, and more than the tasks most watchers track."""
+
+
 class AiohttpTransport:
     """A [`StreamingTransport`][kling_async.transport.StreamingTransport] over one ``aiohttp.ClientSession``.
 
@@ -157,6 +162,10 @@ class AiohttpTransport:
         # One ClientTimeout per distinct total: building one per request is measurable at
         # thousands of status checks a second.
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+        # Parsed API URLs by their text. A status check asks for the same URL every few
+        # seconds, and parsing one costs aiohttp about 2 us: yarl's own cache holds only 128,
+        # fewer than the tasks a watcher usually tracks, so cycling through them misses always.
+        self._urls: dict[str, URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -174,6 +183,18 @@ class AiohttpTransport:
             client_timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
             self._timeouts[total] = client_timeout
         return client_timeout
+
+    def _parsed(self, url: str) -> URL | str:
+        """*url* parsed, from the cache when it was asked for lately (the text if it will not
+        parse: aiohttp then words the error as for any bad URL)."""
+        try:
+            parsed = URL(url)
+        except (TypeError, ValueError):
+            return url
+        if len(self._urls) >= _PARSED_URLS:
+            self._urls.clear()  # a cheap bound: the URLs still in use come back at once
+        self._urls[url] = parsed
+        return parsed
 
     async def request(  # noqa: RET503 (ends in _raise_unchained, which never returns)
         self,
@@ -193,10 +214,11 @@ class AiohttpTransport:
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
             client_timeout = self._timeout(timeout)
+        parsed = self._urls.get(url)
         try:
             async with session.request(
                 method,
-                url,
+                parsed if parsed is not None else self._parsed(url),
                 # aiohttp copies a dict without changing it; anything else becomes one.
                 headers=headers if isinstance(headers, dict) else dict(headers),
                 json=json,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import attrs
@@ -59,8 +60,13 @@ def _timestamp(value: Any, _: type) -> datetime | None:
     return _epoch(value)
 
 
+@lru_cache(maxsize=4096)
 def _epoch(value: Any) -> datetime | None:
-    """Seconds or milliseconds since the epoch (told apart by size) as a UTC time."""
+    """Seconds or milliseconds since the epoch (told apart by size) as a UTC time.
+
+    Cached: a task's ``created_at`` comes back in every answer about it, and making the
+    ``datetime`` costs more than looking it up (it is immutable, so sharing one is safe).
+    """
     if value is None:
         return None
     number = float(value)

@@ -37,6 +37,7 @@ SURFACE = [
     "AccountError",
     "ApiKeyAuth",
     "ApiStyle",
+    "AsCompleted",
     "Audio",
     "AuthenticationError",
     "AvatarImageToVideo",

@@ -144,3 +144,45 @@ async def test_unlimited_client_still_backs_off_on_429(
         mocked.get(f"{CREATE}/1", payload=ok(TASK))
         await client.get_task("1")
     assert clock.sleeps == [1.0]
+
+
+async def test_parsed_urls_are_reused_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status check asks for the same URL again and again: aiohttp gets the URL parsed the
+    last time, and the cache of parsed URLs stays bounded however many tasks pass through."""
+    from kling_async import transport as transport_module
+
+    monkeypatch.setattr(transport_module, "_PARSED_URLS", 8)
+    transport = transport_module.AiohttpTransport()
+    sent: list[object] = []
+    real_request = aiohttp.ClientSession.request
+
+    def spy(self: aiohttp.ClientSession, method: str, url: object, **kwargs: object) -> object:
+        sent.append(url)
+        return real_request(self, method, url, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", spy)
+    urls = [f"{BASE}/t/{index % 10}" for index in range(30)] + [f"{BASE}/t/9"]
+    try:
+        with aioresponses() as mocked:
+            for url in urls:
+                mocked.get(url, payload=ok(TASK))
+            for url in urls:
+                raw = await transport.request("GET", url, headers={})
+                assert raw.status == 200
+                assert len(transport._urls) <= 8
+    finally:
+        await transport.aclose()
+    assert [str(url) for url in sent] == urls
+    assert sent[-1] is sent[-2]  # asked for twice in a row: parsed once
+
+
+async def test_an_unparseable_url_is_still_an_invalid_url_error() -> None:
+    from kling_async.transport import AiohttpTransport, InvalidURLError
+
+    transport = AiohttpTransport()
+    try:
+        with pytest.raises(InvalidURLError):
+            await transport.request("GET", "http://[::1/t/1", headers={})
+        assert transport._urls == {}
+    finally:
+        await transport.aclose()

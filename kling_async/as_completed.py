@@ -1,0 +1,121 @@
+"""``client.as_completed(requests)``: submit as task slots free, yield tasks as they finish.
+
+One call for the README's many-task pattern. Each task is handed to one watcher the moment it is
+created, so a single scheduler checks every running task while the rest are still being
+submitted; the submissions themselves wait for task slots and share the rate limiter, as
+[`submit_many`][kling_async.client.KlingClient.submit_many]'s do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+import anyio.abc
+
+from ._closing import AsyncScoped
+from ._fanout import submit_all
+from .errors import ConfigurationError, KlingError, PartialSubmitError
+from .models import Task, TaskRequest
+from .watch import Watcher
+
+__all__ = ["AsCompleted"]
+
+
+class AsCompleted(AsyncScoped):
+    """Finished tasks of many requests, in completion order, while the rest are submitted.
+
+    Made by [`KlingClient.as_completed`][kling_async.client.KlingClient.as_completed]; use it as
+    ``async with client.as_completed(requests) as results: async for task in results: ...``.
+    Failed tasks are yielded too (``task.failed``). When some submissions failed, iteration
+    first yields every task that was created, then raises
+    [`PartialSubmitError`][kling_async.errors.PartialSubmitError] naming the failed requests.
+
+    Leaving the block early stops submitting and checking; tasks already created keep running
+    on the server, and [`created`][kling_async.as_completed.AsCompleted.created] lists them.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[TaskRequest], Awaitable[Task]],
+        requests: Sequence[TaskRequest],
+        watcher: Watcher,
+        concurrency: int,
+    ) -> None:
+        self._submit = submit
+        self._requests = requests
+        self._watcher = watcher
+        self._concurrency = concurrency
+        self._created: list[Task] = []
+        self._errors: list[tuple[int, KlingError]] = []
+        self._in_order: list[Task] = []
+        self._group: anyio.abc.TaskGroup | None = None
+        self._reported = False
+
+    @property
+    def created(self) -> tuple[Task, ...]:
+        """The tasks created so far, in the order they were created."""
+        return tuple(self._created)
+
+    @property
+    def pending(self) -> tuple[Task, ...]:
+        """Created tasks that have not finished yet, as last seen."""
+        return self._watcher.pending
+
+    async def _enter(self) -> None:
+        await self._watcher.__aenter__()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        group.start_soon(self._submit_every)
+
+    async def _submit_every(self) -> None:
+        try:
+            outcomes = await submit_all(
+                self._submit, self._requests, self._concurrency, on_created=self._track
+            )
+        finally:
+            self._watcher.close()  # iteration ends once the tracked tasks have finished
+        # In request order, as submit_many's PartialSubmitError lists them.
+        self._in_order = [outcome for outcome in outcomes if isinstance(outcome, Task)]
+        self._errors = [
+            (index, outcome)
+            for index, outcome in enumerate(outcomes)
+            if isinstance(outcome, KlingError)
+        ]
+
+    def _track(self, task: Task) -> None:
+        self._created.append(task)
+        self._watcher.add(task)
+
+    async def _exit(self) -> None:
+        group, self._group = self._group, None
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()  # submissions not yet sent are not sent
+                await group.__aexit__(None, None, None)
+        finally:
+            await self._watcher.__aexit__(None, None, None)
+
+    def __aiter__(self) -> AsCompleted:
+        return self
+
+    async def __anext__(self) -> Task:
+        """Return the next finished task.
+
+        Raises:
+            PartialSubmitError: after the last created task, when some submissions failed.
+            ConfigurationError: iterated outside ``async with``.
+        """
+        if self._group is None:
+            raise ConfigurationError(
+                "iterate inside the block: `async with client.as_completed(requests) as "
+                "results: async for task in results: ...`"
+            )
+        try:
+            return await self._watcher.__anext__()
+        except StopAsyncIteration:
+            if self._errors and not self._reported:
+                self._reported = True  # raised once; the next call stops iteration
+                raise PartialSubmitError(tasks=self._in_order, errors=self._errors) from None
+            raise
