@@ -81,7 +81,9 @@ def _duration(value: Any, _: type) -> float | None:
     return float(value)
 
 
-@attrs.frozen
+# Mutable, unlike the public models: these live only while an answer is read, and a frozen
+# class pays object.__setattr__ per field on every changed answer a status check reads.
+@attrs.define
 class _WireVideo:
     id: str = ""
     url: str = ""
@@ -89,7 +91,7 @@ class _WireVideo:
     duration: float | None = None
 
 
-@attrs.frozen
+@attrs.define
 class _WireTask:
     """The canonical shape every task payload is normalised into before structuring."""
 
@@ -228,14 +230,18 @@ def parse_task(
         except (TypeError, ValueError, OverflowError) as exc:
             raise ResponseParseError(f"malformed task: {exc}", where=where) from None
     status = TaskStatus.parse(wire.task_status)
-    videos = tuple(
-        Video(
-            id=video.id,
-            url=video.url,
-            watermark_url=video.watermark_url or None,
-            duration=video.duration,
+    videos = (
+        tuple(
+            Video(
+                id=video.id,
+                url=video.url,
+                watermark_url=video.watermark_url or None,
+                duration=video.duration,
+            )
+            for video in wire.videos
         )
-        for video in wire.videos
+        if wire.videos
+        else ()  # a running task's: no generator to make and drain for nothing
     )
     task_id, raw_status, external_id = wire.task_id, wire.task_status, wire.external_task_id
     created_at, updated_at = wire.created_at, wire.updated_at
