@@ -6,10 +6,12 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 import kling_async as kling
 from kling_async.kinds import TEXT_TO_VIDEO
+from kling_async.models import Task, TaskStatus
 from kling_async.wire import parse_envelope, parse_task, parse_task_list, request_body
 
 LEGACY = {
@@ -259,3 +261,45 @@ def test_request_body_fields() -> None:
         kling.TextToVideo(prompt="p", camera_control=kling.CameraControl(type="down_back"))
     )
     assert preset["camera_control"] == {"type": "down_back"}
+
+
+def test_parse_task_builds_tasks_in_the_field_order_it_relies_on() -> None:
+    """parse_task passes Task's fields by position (the hot path); a reordering of Task's fields
+    must fail here, not silently swap two values."""
+    assert [field.name for field in attrs.fields(Task)] == [
+        "id",
+        "kind",
+        "status",
+        "raw_status",
+        "status_msg",
+        "external_task_id",
+        "created_at",
+        "updated_at",
+        "videos",
+        "upstream_id",
+        "progress",
+        "raw",
+        "fingerprint",
+    ]
+    upstream = {
+        "task_id": "up-7",
+        "task_status": "processing",
+        "task_status_msg": "busy",
+        "task_info": {"external_task_id": "mine"},
+        "created_at": 1_700_000_000_000,
+        "updated_at": 1_700_000_001_000,
+    }
+    data = {"task_id": "gw-7", "status": "IN_PROGRESS", "progress": "40%", "data": upstream}
+    task = parse_task(data, TEXT_TO_VIDEO, fingerprint=b"fp")
+    assert (task.id, task.upstream_id, task.kind, task.status, task.raw_status) == (
+        "gw-7",
+        "up-7",
+        TEXT_TO_VIDEO,
+        TaskStatus.PROCESSING,
+        "processing",
+    )
+    assert (task.status_msg, task.external_task_id) == ("busy", "mine")
+    stamps = (task.created_at, task.updated_at)
+    assert [None if at is None else at.timestamp() for at in stamps] == [1.7e9, 1.7e9 + 1]
+    assert (task.videos, task.progress, task.fingerprint) == ((), 40, b"fp")
+    assert task.raw == data
