@@ -194,3 +194,10 @@ def test_readme_pattern(bench: dict[str, ModuleType]) -> None:
     assert constant["finished"] == 6
     assert constant["ratio"] >= 1.0
     assert constant["drawn_ratio"] == pytest.approx(constant["ratio"], rel=0.02)
+    # The one-call form: every status request is the scheduler's (no submitter polls).
+    for one_call in (result["as_completed"], result["as_completed_constant"]):
+        assert one_call["form"] == "as_completed"
+        assert one_call["finished"] == 6
+        assert one_call["submitters_per_task"] == 0
+        assert one_call["scheduler_per_task"] >= 1
+        assert one_call["rejected_1303"] == 0
