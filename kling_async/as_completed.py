@@ -32,7 +32,10 @@ class AsCompleted(AsyncScoped):
     [`PartialSubmitError`][kling_async.errors.PartialSubmitError] naming the failed requests.
 
     Leaving the block early stops submitting and checking; tasks already created keep running
-    on the server, and [`created`][kling_async.as_completed.AsCompleted.created] lists them.
+    on the server, and [`created`][kling_async.as_completed.AsCompleted.created] lists them. A
+    create that was cut off while under way may still have made a task:
+    [`unsettled`][kling_async.as_completed.AsCompleted.unsettled] names those requests by their
+    ``external_task_id``, to look up before submitting them again.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class AsCompleted(AsyncScoped):
         self._created: list[Task] = []
         self._errors: list[tuple[int, KlingError]] = []
         self._in_order: list[Task] = []
+        self._unsettled: list[str] = []
         self._group: anyio.abc.TaskGroup | None = None
         self._reported = False
 
@@ -56,6 +60,17 @@ class AsCompleted(AsyncScoped):
     def created(self) -> tuple[Task, ...]:
         """The tasks created so far, in the order they were created."""
         return tuple(self._created)
+
+    @property
+    def unsettled(self) -> tuple[str, ...]:
+        """``external_task_id`` of each request whose submission was cut off by leaving the
+        block early, once it has been left.
+
+        Such a create may have reached the server: look each up with
+        [`find_by_external_id`][kling_async.client.KlingClient.find_by_external_id] before
+        submitting it again. Empty when the block ran to its end.
+        """
+        return tuple(self._unsettled)
 
     @property
     def pending(self) -> tuple[Task, ...]:
@@ -72,7 +87,7 @@ class AsCompleted(AsyncScoped):
     async def _submit_every(self) -> None:
         try:
             outcomes = await submit_all(
-                self._submit, self._requests, self._concurrency, on_created=self._track
+                self._submit_one, self._requests, self._concurrency, on_created=self._track
             )
         finally:
             self._watcher.close()  # iteration ends once the tracked tasks have finished
@@ -83,6 +98,15 @@ class AsCompleted(AsyncScoped):
             for index, outcome in enumerate(outcomes)
             if isinstance(outcome, KlingError)
         ]
+
+    async def _submit_one(self, request: TaskRequest) -> Task:
+        try:
+            return await self._submit(request)
+        except anyio.get_cancelled_exc_class():
+            # Cut off by leaving the block: the create may have been sent. Every request
+            # carries an external_task_id (the client gives one to those without).
+            self._unsettled.append(request.external_task_id or "")
+            raise
 
     def _track(self, task: Task) -> None:
         self._created.append(task)

@@ -654,8 +654,9 @@ class KlingClient(AsyncClosing):
         when some submissions failed, iteration ends by raising
         [`PartialSubmitError`][kling_async.errors.PartialSubmitError], after every created task.
         For an overall deadline, put the block inside ``anyio.fail_after`` (or
-        ``asyncio.timeout``): created tasks keep running on the server, and ``results.created``
-        lists them.
+        ``asyncio.timeout``): created tasks keep running on the server, ``results.created``
+        lists them, and ``results.unsettled`` the requests whose create was cut off under way
+        (by ``external_task_id``, to look up before sending them again).
 
         Args:
             requests: the requests to submit.
@@ -671,7 +672,13 @@ class KlingClient(AsyncClosing):
                     if task.succeeded:
                         await client.download(task, "videos/")
         """
-        items = list(requests)
+        items = [
+            # Each create names itself, so one cut off by leaving early can be looked up.
+            request
+            if request.external_task_id
+            else attrs.evolve(request, external_task_id=new_external_task_id())
+            for request in requests
+        ]
         for request in items:
             self.check_request(request)
         watcher = self.watch(task_timeout=task_timeout)

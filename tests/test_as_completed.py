@@ -9,7 +9,7 @@ import pytest
 
 import kling_async as kling
 from kling_async.events import ConcurrencyLimited, Event, TaskPolled, TaskSubmitted
-from kling_async.testing import FakeKlingServer, Timeline, Validation
+from kling_async.testing import FakeKlingServer, Faults, Timeline, Validation
 
 from .conftest import API_KEY, FAST_RETRY
 
@@ -124,3 +124,26 @@ async def test_iterating_outside_the_block_is_a_clear_error() -> None:
         with pytest.raises(kling.ConfigurationError, match="inside the block"):
             await results.__anext__()
         assert len(server.tasks) == 0
+
+
+async def test_creates_cut_off_by_leaving_early_are_named_for_look_up() -> None:
+    """No task is lost by leaving early: every task the server made is either in ``created``
+    or named (by external_task_id) in ``unsettled``, and can be looked up."""
+    timeline = Timeline(queue_seconds=1.0, processing_seconds=1.0, seed=3)
+    faults = Faults(create_answer_delay=0.5)  # recorded at once, answered half a second later
+    async with (
+        FakeKlingServer(api_key=API_KEY, timeline=timeline, faults=faults) as server,
+        _client(server) as client,
+    ):
+        requests = [kling.TextToVideo(prompt=f"prompt {i}") for i in range(6)]
+        with anyio.fail_after(30):
+            async with client.as_completed(requests, concurrency=3) as results:
+                await anyio.sleep(0.2)  # three creates sent, none answered yet
+        assert results.created == ()
+        assert len(results.unsettled) == 3
+        made = {task.external_task_id for task in server.tasks.values()}
+        assert made == set(results.unsettled)
+        for external_id in results.unsettled:
+            found = await client.find_by_external_id(external_id)
+            assert found is not None
+        assert len(server.tasks) == 3  # nothing more was sent after leaving
