@@ -6,7 +6,8 @@ everything (retries, the rate limit, task slots, verified downloads) behaves exa
 async client, and it also works where an event loop is already running (a Jupyter cell).
 What it cannot give is concurrency in *your* code: for many tasks at once, use
 [`submit_many`][kling_async.sync.KlingClient.submit_many] and
-[`watch`][kling_async.sync.KlingClient.watch], or the async client itself.
+[`watch`][kling_async.sync.KlingClient.watch], or
+[`as_completed`][kling_async.sync.KlingClient.as_completed], or the async client itself.
 
 Example::
 
@@ -22,14 +23,16 @@ import asyncio
 import os
 import queue
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ._closing import Scoped
+from .as_completed import AsCompleted
 from .client import KlingClient as AsyncKlingClient
 from .errors import ConfigurationError
 from .models import Task, TaskKind, TaskRequest
+from .watch import Watcher
 
 __all__ = ["KlingClient"]
 
@@ -184,17 +187,47 @@ class KlingClient(Scoped):
         Raises:
             WaitTimeoutError: *timeout* passed, after the tasks that finished were yielded.
         """
-        results: queue.Queue[tuple[bool, Any]] = queue.Queue()
         tracked = list(tasks)
+        return self._iterate(
+            lambda: self._client.watch(tracked, timeout=timeout, task_timeout=task_timeout)
+        )
+
+    def as_completed(
+        self,
+        requests: Iterable[TaskRequest],
+        *,
+        concurrency: int = 16,
+        task_timeout: float | None = None,
+    ) -> Iterator[Task]:
+        """Submit *requests* as task slots free and yield the tasks as they finish.
+
+        See [`KlingClient.as_completed`][kling_async.client.KlingClient.as_completed]. Every
+        request is checked here, before the first is sent. Leaving the loop early stops
+        submitting and watching (created tasks keep running on the server).
+
+        Raises:
+            PartialSubmitError: after every created task, when some submissions failed.
+        """
+        items = list(requests)
+        for request in items:
+            # Checked here, so that a bad request raises at the call, before anything runs.
+            self._client.check_request(request)
+        return self._iterate(
+            lambda: self._client.as_completed(
+                items, concurrency=concurrency, task_timeout=task_timeout
+            )
+        )
+
+    def _iterate(self, open_results: Callable[[], Watcher | AsCompleted]) -> Iterator[Task]:
+        """Yield what the async iterator *open_results* makes yields, from the caller's thread."""
+        results: queue.Queue[tuple[bool, Any]] = queue.Queue()
 
         async def pump() -> None:
-            # One coroutine owns the watcher from start to end: its task group must be entered
+            # One coroutine owns the iterator from start to end: its task group must be entered
             # and left by the same task, which one call per item could not promise.
             try:
-                async with self._client.watch(
-                    tracked, timeout=timeout, task_timeout=task_timeout
-                ) as watcher:
-                    async for task in watcher:
+                async with open_results() as opened:
+                    async for task in opened:
                         results.put((True, task))
             except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 results.put((False, exc))

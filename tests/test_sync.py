@@ -56,6 +56,23 @@ def test_watch_yields_in_completion_order(emulator: FakeKlingServer) -> None:
     assert all(task.succeeded for task in finished)
 
 
+def test_as_completed_submits_and_yields_every_task(emulator: FakeKlingServer) -> None:
+    with _client(emulator) as client:
+        requests = [kling.TextToVideo(prompt=f"clip {n}") for n in range(4)]
+        finished = list(client.as_completed(requests, concurrency=2))
+    assert len({task.id for task in finished}) == 4
+    assert {task.id for task in finished} == set(emulator.tasks)
+    assert all(task.succeeded for task in finished)
+
+
+def test_as_completed_checks_every_request_at_the_call(emulator: FakeKlingServer) -> None:
+    with _client(emulator) as client:
+        too_long = kling.TextToVideo(prompt="x" * 3000)
+        with pytest.raises(kling.ValidationError, match="prompt"):
+            client.as_completed([kling.TextToVideo(prompt="fine"), too_long])
+    assert len(emulator.tasks) == 0
+
+
 def test_watch_raises_the_timeout_after_what_finished(emulator: FakeKlingServer) -> None:
     emulator.timeline = Timeline(queue_seconds=3600, processing_seconds=3600)
     with _client(emulator) as client:
