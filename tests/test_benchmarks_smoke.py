@@ -109,11 +109,21 @@ def test_requests_per_task(bench: dict[str, ModuleType]) -> None:
 
 def test_makespan(bench: dict[str, ModuleType]) -> None:
     result = bench["makespan"].main(["--tasks", "6", "--slots", "3", "--duration", "0.1"])
+    told = [row for row in result["rows"] if row["told"]]
+    learnt = [row for row in result["rows"] if not row["told"]]
+    assert len(told) == 2
+    assert len(learnt) == 1
     for row in result["rows"]:
         assert row["finished"] == 6
-        assert row["creates"] == 6
         assert row["makespan"] >= row["ideal"] * 0.9
         assert row["ratio"] > 0
+    for row in told:
+        assert row["creates"] == 6
+        assert row["rejected_1303"] == 0
+    # Not told the limit, the client meets 1303s until it has learnt it; each is a create
+    # that made nothing, sent again.
+    assert learnt[0]["rejected_1303"] >= 1
+    assert learnt[0]["creates"] == 6 + learnt[0]["rejected_1303"]
 
 
 def test_memory(bench: dict[str, ModuleType]) -> None:
