@@ -53,6 +53,7 @@ class AsCompleted(AsyncScoped):
         self._errors: list[tuple[int, KlingError]] = []
         self._in_order: list[Task] = []
         self._unsettled: list[str] = []
+        self._failed: list[tuple[int, KlingError]] = []
         self._group: anyio.abc.TaskGroup | None = None
         self._reported = False
 
@@ -62,13 +63,26 @@ class AsCompleted(AsyncScoped):
         return tuple(self._created)
 
     @property
+    def errors(self) -> tuple[tuple[int, KlingError], ...]:
+        """``(index, error)`` for each request whose submission failed so far, by its position
+        in the input.
+
+        The end of iteration raises them as a
+        [`PartialSubmitError`][kling_async.errors.PartialSubmitError]; when iteration ends
+        with another error first (a ``task_timeout``, a failure polling a task), read them here.
+        """
+        return tuple(self._failed)
+
+    @property
     def unsettled(self) -> tuple[str, ...]:
-        """``external_task_id`` of each request whose submission was cut off by leaving the
-        block early, once it has been left.
+        """``external_task_id`` of each request whose submission was cut off (by leaving the
+        block early, or by an unexpected error), once the block has been left.
 
         Such a create may have reached the server: look each up with
         [`find_by_external_id`][kling_async.client.KlingClient.find_by_external_id] before
-        submitting it again. Empty when the block ran to its end.
+        submitting it again. The list errs on the safe side: it also names requests that were
+        still waiting for a task slot, which sent nothing (their look-up finds no task). Empty
+        when the block ran to its end.
         """
         return tuple(self._unsettled)
 
@@ -87,7 +101,11 @@ class AsCompleted(AsyncScoped):
     async def _submit_every(self) -> None:
         try:
             outcomes = await submit_all(
-                self._submit_one, self._requests, self._concurrency, on_created=self._track
+                self._submit_one,
+                self._requests,
+                self._concurrency,
+                on_created=self._track,
+                on_failed=lambda index, error: self._failed.append((index, error)),
             )
         finally:
             self._watcher.close()  # iteration ends once the tracked tasks have finished
@@ -102,9 +120,11 @@ class AsCompleted(AsyncScoped):
     async def _submit_one(self, request: TaskRequest) -> Task:
         try:
             return await self._submit(request)
-        except anyio.get_cancelled_exc_class():
-            # Cut off by leaving the block: the create may have been sent. Every request
-            # carries an external_task_id (the client gives one to those without).
+        except KlingError:
+            raise  # a definite answer (or SubmitUncertainError, which names the request)
+        except BaseException:
+            # Cut off (leaving the block, or an error nothing expected): the create may have
+            # been sent. Every request carries an external_task_id (the client gives one).
             self._unsettled.append(request.external_task_id or "")
             raise
 

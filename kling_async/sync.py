@@ -23,18 +23,18 @@ import asyncio
 import os
 import queue
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ._closing import Scoped
 from .as_completed import AsCompleted
 from .client import KlingClient as AsyncKlingClient
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KlingError
 from .models import Task, TaskKind, TaskRequest
 from .watch import Watcher
 
-__all__ = ["KlingClient"]
+__all__ = ["KlingClient", "TaskStream"]
 
 _T = TypeVar("_T")
 
@@ -61,6 +61,8 @@ class KlingClient(Scoped):
         )
         self._thread.start()
         self._closed = False
+        # Streams still running, stopped by close(): a `break` out of a for loop leaves them.
+        self._streams: set[TaskStream] = set()
 
         async def build() -> AsyncKlingClient:
             # Inside the loop: the client's locks and sessions belong to it.
@@ -101,6 +103,8 @@ class KlingClient(Scoped):
         """Close the async client and stop the loop thread. Safe to call twice."""
         if self._closed:
             return
+        for stream in list(self._streams):
+            stream.close()
         try:
             self._run(self._client.aclose())
             self._run(self._loop.shutdown_asyncgens())
@@ -178,7 +182,7 @@ class KlingClient(Scoped):
         *,
         timeout: float | None = None,
         task_timeout: float | None = None,
-    ) -> Iterator[Task]:
+    ) -> TaskStream:
         """Yield *tasks* as they finish, in completion order.
 
         See [`KlingClient.watch`][kling_async.client.KlingClient.watch]; here *tasks* is required
@@ -198,12 +202,21 @@ class KlingClient(Scoped):
         *,
         concurrency: int = 16,
         task_timeout: float | None = None,
-    ) -> Iterator[Task]:
+    ) -> TaskStream:
         """Submit *requests* as task slots free and yield the tasks as they finish.
 
         See [`KlingClient.as_completed`][kling_async.client.KlingClient.as_completed]. Every
-        request is checked here, before the first is sent. Leaving the loop early stops
-        submitting and watching (created tasks keep running on the server).
+        request is checked here, before the first is sent. A ``break`` alone does not stop
+        the submissions: use the stream as ``with`` (or call its ``close()``), which stops
+        submitting and watching; created tasks keep running on the server, and the stream's
+        ``created``, ``unsettled`` and ``errors`` say what came of each request.
+
+        Example::
+
+            with client.as_completed(requests) as results:
+                for task in results:
+                    if task.succeeded:
+                        client.download(task, "videos/")
 
         Raises:
             PartialSubmitError: after every created task, when some submissions failed.
@@ -218,33 +231,111 @@ class KlingClient(Scoped):
             )
         )
 
-    def _iterate(self, open_results: Callable[[], Watcher | AsCompleted]) -> Iterator[Task]:
-        """Yield what the async iterator *open_results* makes yields, from the caller's thread."""
-        results: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-        async def pump() -> None:
-            # One coroutine owns the iterator from start to end: its task group must be entered
-            # and left by the same task, which one call per item could not promise.
-            try:
-                async with open_results() as opened:
-                    async for task in opened:
-                        results.put((True, task))
-            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                results.put((False, exc))
-                return
-            results.put((False, None))
-
+    def _iterate(self, open_results: Callable[[], Watcher | AsCompleted]) -> TaskStream:
         if self._closed:
             raise ConfigurationError("this client is closed; create a new KlingClient")
-        future = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        stream = TaskStream(self._loop, open_results, self._streams.discard)
+        self._streams.add(stream)
+        return stream
+
+
+class TaskStream(Scoped):
+    """Finished tasks in completion order, for the blocking client: an iterator.
+
+    Returned by [`watch`][kling_async.sync.KlingClient.watch] and
+    [`as_completed`][kling_async.sync.KlingClient.as_completed]. Breaking out of a ``for``
+    loop does not stop a stream (Python never tells an iterator it was left): use it as
+    ``with`` or call [`close`][kling_async.sync.TaskStream.close]. Closing the client closes
+    the streams still running.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        open_results: Callable[[], Watcher | AsCompleted],
+        forget: Callable[[TaskStream], None],
+    ) -> None:
+        self._loop = loop
+        self._open = open_results
+        self._forget = forget
+        self._results: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._started = False
+        self._done = False
+        self._stop_first = False  # closed before the pump ran: it must not start
+        self._task: asyncio.Task[None] | None = None
+        self._opened: Watcher | AsCompleted | None = None
+
+    @property
+    def created(self) -> tuple[Task, ...]:
+        """``as_completed``: the tasks created so far (empty for ``watch``)."""
+        return self._opened.created if isinstance(self._opened, AsCompleted) else ()
+
+    @property
+    def unsettled(self) -> tuple[str, ...]:
+        """``as_completed``: external ids of creates cut off by closing early (see
+        [`AsCompleted.unsettled`][kling_async.as_completed.AsCompleted.unsettled])."""
+        return self._opened.unsettled if isinstance(self._opened, AsCompleted) else ()
+
+    @property
+    def errors(self) -> tuple[tuple[int, KlingError], ...]:
+        """``as_completed``: ``(index, error)`` of the submissions that failed so far."""
+        return self._opened.errors if isinstance(self._opened, AsCompleted) else ()
+
+    async def _pump(self) -> None:
+        # One coroutine owns the async iterator from start to end: its task group must be
+        # entered and left by the same task, which one call per item could not promise.
+        self._task = asyncio.current_task()
+        if self._stop_first:
+            return
         try:
-            while True:
-                more, value = results.get()
-                if more:
-                    yield value
-                elif value is None:
-                    return
-                else:
-                    raise value
-        finally:
-            future.cancel()
+            async with self._open() as opened:
+                self._opened = opened
+                async for task in opened:
+                    self._results.put((True, task))
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._results.put((False, exc))
+            return
+        self._results.put((False, None))
+
+    async def _stop(self) -> None:
+        task = self._task
+        if task is None:
+            self._stop_first = True
+            return
+        task.cancel()
+        await asyncio.wait({task})
+
+    def __iter__(self) -> TaskStream:
+        return self
+
+    def __next__(self) -> Task:
+        """The next finished task; raises what the async iterator raised (in this thread)."""
+        if self._done:
+            raise StopIteration
+        if not self._started:
+            self._started = True
+            asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
+        try:
+            more, value = self._results.get()
+        except BaseException:
+            self.close()  # Ctrl-C while waiting: stop the work on the loop too
+            raise
+        if more:
+            return value  # type: ignore[no-any-return]
+        self._finish()
+        if value is None:
+            raise StopIteration
+        raise value
+
+    def _finish(self) -> None:
+        self._done = True
+        self._forget(self)
+
+    def close(self) -> None:
+        """Stop submitting and checking, and wait until that is done. Safe to call twice."""
+        if self._started and not self._done and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
+        self._finish()
+
+    def _exit(self) -> None:
+        self.close()

@@ -9,7 +9,7 @@ import pytest
 
 import kling_async as kling
 from kling_async.events import ConcurrencyLimited, Event, TaskPolled, TaskSubmitted
-from kling_async.testing import FakeKlingServer, Faults, Timeline, Validation
+from kling_async.testing import FakeKlingServer, FakeTask, Faults, Timeline, Validation
 
 from .conftest import API_KEY, FAST_RETRY
 
@@ -147,3 +147,36 @@ async def test_creates_cut_off_by_leaving_early_are_named_for_look_up() -> None:
             found = await client.find_by_external_id(external_id)
             assert found is not None
         assert len(server.tasks) == 3  # nothing more was sent after leaving
+
+
+async def test_a_task_timeout_ends_iteration_and_the_failed_submissions_stay_readable() -> None:
+    def length(task: FakeTask) -> float:
+        return 30.0 if "slow" in str(task.body.get("prompt")) else 0.05
+
+    timeline = Timeline(queue_seconds=0.0, processing_seconds=length)
+    async with (
+        FakeKlingServer(
+            api_key=API_KEY, timeline=timeline, validation=Validation(prompt_max=12)
+        ) as server,
+        _client(server) as client,
+    ):
+        requests = [
+            kling.TextToVideo(prompt="quick"),
+            kling.TextToVideo(prompt="far too long for this server"),
+            kling.TextToVideo(prompt="slow"),
+        ]
+        yielded: list[kling.Task] = []
+
+        async def drain(results: kling.AsCompleted) -> None:
+            async for task in results:
+                yielded.append(task)  # noqa: PERF401 - kept as they come: the end raises
+
+        with anyio.fail_after(30):
+            async with client.as_completed(requests, concurrency=1, task_timeout=0.5) as results:
+                with pytest.raises(kling.WaitTimeoutError) as caught:
+                    await drain(results)
+    # The timeout won; the failed submission is still there to read.
+    assert [index for index, _ in results.errors] == [1]
+    assert isinstance(results.errors[0][1], kling.InvalidRequestError)
+    assert [task.id for task in yielded] != []
+    assert [task.id for task in caught.value.pending] != []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,45 @@ def test_as_completed_submits_and_yields_every_task(emulator: FakeKlingServer) -
     assert len({task.id for task in finished}) == 4
     assert {task.id for task in finished} == set(emulator.tasks)
     assert all(task.succeeded for task in finished)
+
+
+def test_leaving_an_as_completed_block_stops_submitting(emulator: FakeKlingServer) -> None:
+    emulator.timeline = Timeline(queue_seconds=0.0, processing_seconds=0.05)
+    with KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(emulator.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_active_tasks=1,
+    ) as client:
+        requests = [kling.TextToVideo(prompt=f"clip {n}") for n in range(8)]
+        with client.as_completed(requests) as results:
+            for _task in results:
+                break
+        made = len(emulator.tasks)
+        time.sleep(0.3)
+        assert len(emulator.tasks) == made < 8  # nothing more was sent after the block
+        ours = {task.id for task in results.created}
+        assert ours <= set(emulator.tasks)
+        assert len(ours) + len(results.unsettled) >= made
+        assert results.errors == ()
+
+
+def test_closing_the_client_stops_a_stream_left_running(emulator: FakeKlingServer) -> None:
+    emulator.timeline = Timeline(queue_seconds=0.0, processing_seconds=0.05)
+    client = KlingClient(
+        api_key=API_KEY,
+        provider=kling.local_emulator(emulator.url),
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_active_tasks=1,
+    )
+    results = client.as_completed(kling.TextToVideo(prompt=f"clip {n}") for n in range(8))
+    next(results)  # then left running, as a `break` leaves it
+    client.close()
+    made = len(emulator.tasks)
+    time.sleep(0.3)
+    assert len(emulator.tasks) == made < 8
 
 
 def test_as_completed_checks_every_request_at_the_call(emulator: FakeKlingServer) -> None:
