@@ -50,7 +50,6 @@ class AsCompleted(AsyncScoped):
         self._watcher = watcher
         self._concurrency = concurrency
         self._created: list[Task] = []
-        self._errors: list[tuple[int, KlingError]] = []
         self._in_order: list[Task] = []
         self._unsettled: list[str] = []
         self._failed: list[tuple[int, KlingError]] = []
@@ -111,11 +110,7 @@ class AsCompleted(AsyncScoped):
             self._watcher.close()  # iteration ends once the tracked tasks have finished
         # In request order, as submit_many's PartialSubmitError lists them.
         self._in_order = [outcome for outcome in outcomes if isinstance(outcome, Task)]
-        self._errors = [
-            (index, outcome)
-            for index, outcome in enumerate(outcomes)
-            if isinstance(outcome, KlingError)
-        ]
+        self._failed.sort(key=lambda failure: failure[0])
 
     async def _submit_one(self, request: TaskRequest) -> Task:
         try:
@@ -159,7 +154,8 @@ class AsCompleted(AsyncScoped):
         try:
             return await self._watcher.__anext__()
         except StopAsyncIteration:
-            if self._errors and not self._reported:
+            # The watcher closes only once every submission is settled: the list is complete.
+            if self._failed and not self._reported:
                 self._reported = True  # raised once; the next call stops iteration
-                raise PartialSubmitError(tasks=self._in_order, errors=self._errors) from None
+                raise PartialSubmitError(tasks=self._in_order, errors=self._failed) from None
             raise

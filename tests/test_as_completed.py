@@ -27,6 +27,12 @@ def _client(server: FakeKlingServer, **options: object) -> kling.KlingClient:
     )
 
 
+async def _drain(results: kling.AsCompleted, into: list[kling.Task]) -> None:
+    """Collect what *results* yields as it comes: the end of the iteration may raise."""
+    async for task in results:
+        into.append(task)  # noqa: PERF401 - a comprehension would lose them when the end raises
+
+
 async def test_every_task_once_in_completion_order_while_later_ones_wait_for_slots() -> None:
     timeline = Timeline(queue_seconds=0.05, processing_seconds=0.2, jitter=0.5, seed=5)
     async with (
@@ -79,8 +85,7 @@ async def test_failed_submissions_end_iteration_after_every_created_task() -> No
 
         async def collect() -> None:
             async with client.as_completed(requests, concurrency=1) as results:
-                async for task in results:
-                    yielded.append(task)  # noqa: PERF401 - kept as they come: the end raises
+                await _drain(results, yielded)
 
         with anyio.fail_after(30), pytest.raises(kling.PartialSubmitError) as caught:
             await collect()
@@ -166,15 +171,10 @@ async def test_a_task_timeout_ends_iteration_and_the_failed_submissions_stay_rea
             kling.TextToVideo(prompt="slow"),
         ]
         yielded: list[kling.Task] = []
-
-        async def drain(results: kling.AsCompleted) -> None:
-            async for task in results:
-                yielded.append(task)  # noqa: PERF401 - kept as they come: the end raises
-
         with anyio.fail_after(30):
             async with client.as_completed(requests, concurrency=1, task_timeout=0.5) as results:
                 with pytest.raises(kling.WaitTimeoutError) as caught:
-                    await drain(results)
+                    await _drain(results, yielded)
     # The timeout won; the failed submission is still there to read.
     assert [index for index, _ in results.errors] == [1]
     assert isinstance(results.errors[0][1], kling.InvalidRequestError)
