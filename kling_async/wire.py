@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 import cattrs
@@ -133,14 +133,18 @@ task are read from it, and it is all there is to debug a status the library does
 _PLAIN_TIME_TYPES = (int, float, type(None))
 
 
-def _plain_task(data: Mapping[str, Any]) -> _WireTask | None:
-    """The task of an unfinished legacy answer, read without the general walk (or ``None``).
+_PlainTask: TypeAlias = tuple[str, str, str | None, str | None, datetime | None, datetime | None]
+"""What ``_plain_task`` reads: id, raw status, status message, external id, created, updated."""
+
+
+def _plain_task(data: Mapping[str, Any]) -> _PlainTask | None:
+    """The fields of an unfinished legacy answer, read without the general walk (or ``None``).
 
     Most status answers are this one shape: Kling's own task object, running, with text and
     numbers where the reference puts them. Reading it directly costs a fraction of the
     gateway-layer walk and the converter, and gives the same task; anything else (a gateway's
     record, a result list, an odd type) returns ``None`` and takes the general path, which
-    also words every error.
+    also words every error. A plain tuple: it is unpacked at once, once per changed answer.
     """
     if not data.keys().isdisjoint(GATEWAY_KEYS):
         return None
@@ -151,11 +155,15 @@ def _plain_task(data: Mapping[str, Any]) -> _WireTask | None:
     if message is not None and type(message) is not str:
         return None
     result = get("task_result")
-    videos = result.get("videos") if isinstance(result, Mapping) else None
-    if videos is not None and (type(videos) is not list or videos):
-        return None
+    # `type(...) is dict` first: decoded JSON is always a dict, and the ABC check costs more.
+    if type(result) is dict or isinstance(result, Mapping):
+        videos = result.get("videos")
+        if videos is not None and (type(videos) is not list or videos):
+            return None
     info = get("task_info")
-    external_id = info.get("external_task_id") if isinstance(info, Mapping) else None
+    external_id = (
+        info.get("external_task_id") if type(info) is dict or isinstance(info, Mapping) else None
+    )
     if not external_id:
         external_id = get("external_task_id")
     if external_id is not None and type(external_id) is not str:
@@ -167,14 +175,7 @@ def _plain_task(data: Mapping[str, Any]) -> _WireTask | None:
         created_at, updated_at = _epoch(created), _epoch(updated)
     except (ValueError, OverflowError, OSError):
         return None
-    return _WireTask(
-        task_id=task_id,
-        task_status=raw_status,
-        task_status_msg=message or None,
-        external_task_id=external_id or None,
-        created_at=created_at,
-        updated_at=updated_at,
-    )
+    return task_id, raw_status, message or None, external_id or None, created_at, updated_at
 
 
 def _kept(old: _T, new: _T) -> _T:
@@ -207,12 +208,15 @@ def parse_task(
         MissingResultError: a success with nothing to download (the raw answer attached).
         APIError: an upstream envelope inside a gateway's record reports an error.
     """
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise ResponseParseError(f"expected a task object, got {type(data).__name__}", where=where)
-    wire = _plain_task(data)
+    plain = _plain_task(data)
     progress: int | None = None
     upstream_id: Any = None
-    if wire is None:
+    videos: tuple[Video, ...] = ()  # a running task's
+    if plain is not None:
+        task_id, raw_status, message, external_id, created_at, updated_at = plain
+    else:
         normalised = normalise_task(data, kind, where)
         for required in ("task_id", "task_status"):
             if normalised.get(required) in (None, ""):
@@ -229,9 +233,7 @@ def parse_task(
             raise ResponseParseError(f"malformed task: {details}", where=where) from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise ResponseParseError(f"malformed task: {exc}", where=where) from None
-    status = TaskStatus.parse(wire.task_status)
-    videos = (
-        tuple(
+        videos = tuple(
             Video(
                 id=video.id,
                 url=video.url,
@@ -240,11 +242,13 @@ def parse_task(
             )
             for video in wire.videos
         )
-        if wire.videos
-        else ()  # a running task's: no generator to make and drain for nothing
-    )
-    task_id, raw_status, external_id = wire.task_id, wire.task_status, wire.external_task_id
-    created_at, updated_at = wire.created_at, wire.updated_at
+        task_id, raw_status, message = wire.task_id, wire.task_status, wire.task_status_msg
+        external_id, created_at, updated_at = (
+            wire.external_task_id,
+            wire.created_at,
+            wire.updated_at,
+        )
+    status = TaskStatus.parse(raw_status)
     if like is not None and like.id == task_id:
         task_id = like.id
         raw_status = _kept(like.raw_status, raw_status)
@@ -258,7 +262,7 @@ def parse_task(
         kind,  # kind
         status,  # status
         raw_status,  # raw_status
-        wire.task_status_msg or None,  # status_msg
+        message or None,  # status_msg
         external_id or None,  # external_task_id
         created_at,  # created_at
         updated_at,  # updated_at
@@ -275,7 +279,7 @@ def parse_task(
     ):
         noun = kind.results[:-1]  # "video", "image" or "audio"
         missing = f"no {noun} has an http(s) URL" if task.results else f"its answer holds no {noun}"
-        raise MissingResultError(missing, task_id=wire.task_id, raw=data, where=where)
+        raise MissingResultError(missing, task_id=task.id, raw=data, where=where)
     return task
 
 
