@@ -37,7 +37,7 @@ import itertools
 import json
 import pstats
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -151,6 +151,116 @@ async def _library_window(
     return _Window(checks.count / elapsed, cpu / max(checks.count, 1))
 
 
+class _Turns:
+    """Whose turn it is to start checks: ``"baseline"``, ``"library"`` or nobody (``None``).
+
+    A side whose turn it is not waits for its turn before starting a check; checks in flight
+    when a turn ends finish in the uncounted pause between turns.
+    """
+
+    def __init__(self) -> None:
+        self.side: str | None = None
+        self.counts = {"baseline": 0, "library": 0}
+        self._opened = {"baseline": anyio.Event(), "library": anyio.Event()}
+
+    def open(self, side: str) -> None:
+        self.side = side
+        self._opened[side].set()
+
+    def close(self) -> None:
+        if self.side is not None:
+            self._opened[self.side] = anyio.Event()
+        self.side = None
+
+    async def wait_for(self, side: str) -> None:
+        while self.side != side:
+            await self._opened[side].wait()
+
+
+async def _interleaved(
+    url: str,
+    tasks: Sequence[kling.Task],
+    task_urls: Sequence[str],
+    concurrency: int,
+    warmup: float,
+    slices: int,
+    slice_s: float,
+    pause: float = 0.03,
+) -> tuple[_Window, _Window]:
+    """Both sides set up side by side, taking turns of *slice_s* in ABBA order; pooled figures.
+
+    Each side keeps its connections and warm state across its turns, so that a turn measures
+    its steady state, and short turns follow the machine's speed, which on a shared host swings
+    by up to 2x within seconds (see ``benchmarks/README.md``).
+    """
+    turns = _Turns()
+    headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
+    cycle = itertools.cycle(task_urls)
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100), cookie_jar=aiohttp.DummyCookieJar()
+        ) as session,
+        make_client(url, supports_list=False, poll=_tight_policy(concurrency)) as client,
+    ):
+
+        async def baseline_worker() -> None:
+            while True:
+                if turns.side != "baseline":
+                    await turns.wait_for("baseline")
+                turns.counts["baseline"] += 1
+                async with session.get(next(cycle), headers=headers) as response:
+                    body = json.loads(await response.read())
+                if body["code"] != 0:
+                    raise RuntimeError(f"emulator answered {body!r}")
+
+        poll = client._poll
+
+        async def library_later(task: kling.Task) -> kling.Task:
+            await turns.wait_for("library")
+            turns.counts["library"] += 1
+            return await poll(task)
+
+        def library_check(task: kling.Task) -> Coroutine[Any, Any, kling.Task]:
+            # A plain function on its turn: no coroutine of the measurement's own per check.
+            if turns.side == "library":
+                turns.counts["library"] += 1
+                return poll(task)
+            return library_later(task)
+
+        client._poll = library_check  # type: ignore[method-assign]
+        totals = {side: [0, 0.0, 0.0] for side in ("baseline", "library")}  # checks, s, CPU s
+
+        async def turn(side: str, seconds: float, counted: bool) -> None:
+            before = turns.counts[side]
+            started, cpu = time.perf_counter(), time.process_time()
+            turns.open(side)
+            await anyio.sleep(seconds)
+            turns.close()
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            if counted:
+                total = totals[side]
+                total[0] += turns.counts[side] - before
+                total[1] += elapsed
+                total[2] += cpu
+            await anyio.sleep(pause)  # the turn's checks in flight finish, uncounted
+
+        async with anyio.create_task_group() as group, client.watch(tasks):
+            for _ in range(concurrency):
+                group.start_soon(baseline_worker)
+            for side in ("baseline", "library"):
+                await turn(side, warmup, counted=False)
+            for index in range(slices):
+                order = ("baseline", "library") if index % 2 == 0 else ("library", "baseline")
+                for side in order:
+                    await turn(side, slice_s, counted=True)
+            group.cancel_scope.cancel()
+    base, lib = totals["baseline"], totals["library"]
+    return (
+        _Window(base[0] / base[1], base[2] / max(base[0], 1)),
+        _Window(lib[0] / lib[1], lib[2] / max(lib[0], 1)),
+    )
+
+
 async def run(
     *,
     tasks: int = 256,
@@ -160,32 +270,27 @@ async def run(
     rounds: int = 3,
     profile: bool = False,
     changing: bool = False,
-    pairs: int = 4,
+    turn: float = 0.25,
     calibrate: bool = False,
 ) -> dict[str, Any]:
     """Measure both sides; return checks/s for each and their ratio."""
     async with never_finishing(tasks, "tput", changing=changing) as (url, created):
         provider = emulator_provider(url)
         task_urls = [provider.url(f"{task.kind.path}/{task.id}") for task in created]
-        # Each round alternates the sides `pairs` times in ABBA order over short windows: the
-        # machine's speed drifts on a scale of seconds, and adjacent windows share its state.
-        each = window / (rounds * pairs)
+        # Each round alternates the sides in ABBA order over short turns: the machine's speed
+        # drifts on a scale of seconds, and adjacent turns share its state.
+        each = window / rounds
+        slices = max(2, round(each / turn))
         base_rates: list[_Window] = []
         lib_rates: list[_Window] = []
         for _ in range(rounds):
-            base_parts: list[_Window] = []
-            lib_parts: list[_Window] = []
-            for index in range(pairs):
-                library_first = index % 2 == 1
-                if library_first:
-                    lib_parts.append(await _library_window(url, created, concurrency, warmup, each))
-                base_parts.append(await _baseline_window(task_urls, concurrency, warmup, each))
-                if not library_first:
-                    lib_parts.append(await _library_window(url, created, concurrency, warmup, each))
-            base_rates.append(_pooled(base_parts))
-            lib_rates.append(_pooled(lib_parts))
+            base, lib = await _interleaved(
+                url, created, task_urls, concurrency, warmup, slices, each / slices
+            )
+            base_rates.append(base)
+            lib_rates.append(lib)
         calibration = (
-            await _calibration(task_urls, concurrency, warmup, each, 2 * pairs) if calibrate else {}
+            await _calibration(task_urls, concurrency, warmup, each / 4, 8) if calibrate else {}
         )
         profile_text = ""
         if profile:
@@ -260,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--window", type=float, default=12.0, help="seconds measured per side")
     parser.add_argument("--warmup", type=float, default=0.3, help="seconds before each window")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with its own ratio")
-    parser.add_argument("--pairs", type=int, default=4, help="alternations of the sides per round")
+    parser.add_argument(
+        "--turn", type=float, default=0.25, help="seconds of one turn of a side within a round"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one library window")
     parser.add_argument(
         "--no-calibrate",
@@ -276,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     variants = [False, True] if args.variant == "both" else [args.variant == "changing"]
-    sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "pairs")
+    sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "turn")
     settings = {name: getattr(args, name) for name in sizes}
     results = [
         asyncio.run(run(**settings, changing=changing, calibrate=index == 0 and args.calibrate))

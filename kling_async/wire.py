@@ -18,7 +18,7 @@ does the structuring; the global converter is never touched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, TypeAlias, TypeVar
 
@@ -60,13 +60,31 @@ def _timestamp(value: Any, _: type) -> datetime | None:
     return _epoch(value)
 
 
-@lru_cache(maxsize=1024)  # about 180 KB when full
+_MS_LIMIT = 253_402_300_800_000  # 10000-01-01 in ms: past what a datetime holds
+_MILLISECONDS = tuple(timedelta(milliseconds=millis) for millis in range(1000))
+
+
 def _epoch(value: Any) -> datetime | None:
     """Seconds or milliseconds since the epoch (told apart by size) as a UTC time.
 
-    Cached: a task's ``created_at`` comes back in every answer about it, and making the
-    ``datetime`` costs more than looking it up (it is immutable, so sharing one is safe).
+    A stamp in whole milliseconds, as Kling sends, is its second (from a small cache: the
+    stamps a client sees cluster in time) plus its milliseconds, exactly. Caching whole stamps
+    instead would miss on every fresh ``updated_at`` and churn out the ones that repeat.
     """
+    if type(value) is int and _MS_THRESHOLD <= value < _MS_LIMIT:
+        seconds, millis = divmod(value, 1000)
+        return _epoch_second(seconds) + _MILLISECONDS[millis]
+    return _epoch_any(value)
+
+
+@lru_cache(maxsize=256)
+def _epoch_second(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@lru_cache(maxsize=1024)  # about 180 KB when full
+def _epoch_any(value: Any) -> datetime | None:
+    """Any other stamp: seconds, text, a float (cached: it comes back in every answer)."""
     if value is None:
         return None
     number = float(value)
