@@ -5,8 +5,8 @@ a child process on 127.0.0.1 so that the measured process holds only the client 
 
 * **library**: ``client.watch(tasks)`` with ``rate=None``, no list endpoint (one GET per check,
   as on CometAPI) and a policy with ~zero intervals, so checks run back to back with
-  ``max_in_flight=C``. A check is counted when the fetch the scheduler calls returns (nobody
-  listens to events, as in a script without a progress display).
+  ``max_in_flight=C``. A check is counted when the scheduler starts it (nobody listens to
+  events, as in a script without a progress display).
 * **baseline**: C coroutines each doing ``session.get(url, headers=auth)`` in a loop over the
   same task URLs, on equal footing with the library: a session without cookies
   (``DummyCookieJar``, as the library's) and the body decoded with ``json.loads`` (as the
@@ -17,11 +17,15 @@ answers do; the library then skips decoding them, see ``wire.fingerprint``) and,
 ``--changing`` (``make bench`` runs both), answers that all differ (the emulator stamps each
 one's ``updated_at``), so every check decodes and parses a fresh answer on both sides.
 
-Each side runs a warm-up and then a fixed window. A round alternates the two sides ``--pairs``
-times over short windows in ABBA order (baseline, library, library, baseline, ...), so that the
-machine's drift (seconds long, and on a shared machine larger than the difference measured) and
-the order affect both alike; its ratio pools its windows. The ratio is reported per round, with
-its min / median / max.
+A round sets both sides up side by side (the baseline's session and the library's client and
+watcher, over the same emulator) and lets them take turns of ``--turn`` seconds in ABBA order
+(baseline, library, library, baseline, ...): the side whose turn it is not waits before starting
+a check, and the checks in flight when a turn ends finish in a short uncounted pause. Each side
+thus runs warm, in its steady state, and short turns follow the machine's speed, which on a
+shared 2-core host swings by up to 2x within a second or two (a raw loop sampled every 0.25 s
+gave 3,100 to 6,000 checks/s); setting a side up afresh per window, as this script used to,
+left each window at the mercy of those swings. A turn's checks are those it started. A round's
+ratio pools its turns; the ratio is reported per round, with its min / median / max.
 
 Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (``--profile`` adds a cProfile of one
 library window).
