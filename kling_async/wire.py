@@ -32,7 +32,7 @@ from ._gateway_layers import MAX_NESTING as MAX_NESTING  # documented here befor
 from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack
 from .errors import MissingResultError, ResponseParseError
-from .models import NO_RAW, Task, TaskKind, TaskRequest, TaskStatus, Video
+from .models import _STATUS_ALIASES, NO_RAW, Task, TaskKind, TaskRequest, TaskStatus, Video
 
 __all__ = [
     "converter",
@@ -67,14 +67,25 @@ _MILLISECONDS = tuple(timedelta(milliseconds=millis) for millis in range(1000))
 def _epoch(value: Any) -> datetime | None:
     """Seconds or milliseconds since the epoch (told apart by size) as a UTC time.
 
-    A stamp in whole milliseconds, as Kling sends, is its second (from a small cache: the
-    stamps a client sees cluster in time) plus its milliseconds, exactly. Caching whole stamps
-    instead would miss on every fresh ``updated_at`` and churn out the ones that repeat.
+    A stamp in whole milliseconds, as Kling sends, is looked up among the ones seen lately
+    (a task's ``created_at`` comes back in every answer about it), else made exactly from its
+    second (cached: the stamps a client sees cluster in time) plus its milliseconds. The
+    table is emptied when full rather than kept in LRU order: a fresh ``updated_at`` per
+    answer would pay that bookkeeping on every miss.
     """
     if type(value) is int and _MS_THRESHOLD <= value < _MS_LIMIT:
-        seconds, millis = divmod(value, 1000)
-        return _epoch_second(seconds) + _MILLISECONDS[millis]
+        found = _STAMPS.get(value)
+        if found is None:
+            if len(_STAMPS) >= _STAMPS_KEPT:
+                _STAMPS.clear()  # the ones still in use come back at their next answer
+            seconds, millis = divmod(value, 1000)
+            found = _STAMPS[value] = _epoch_second(seconds) + _MILLISECONDS[millis]
+        return found
     return _epoch_any(value)
+
+
+_STAMPS: dict[int, datetime] = {}
+_STAMPS_KEPT = 1024  # about 150 KB when full
 
 
 @lru_cache(maxsize=256)
@@ -266,7 +277,8 @@ def parse_task(
             wire.created_at,
             wire.updated_at,
         )
-    status = TaskStatus.parse(raw_status)
+    # The table's own spelling first: a class method call costs more than the look-up.
+    status = _STATUS_ALIASES.get(raw_status) or TaskStatus.parse(raw_status)
     if like is not None and like.id == task_id:
         task_id = like.id
         raw_status = _kept(like.raw_status, raw_status)
