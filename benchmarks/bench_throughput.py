@@ -9,8 +9,9 @@ a child process on 127.0.0.1 so that the measured process holds only the client 
   events, as in a script without a progress display).
 * **baseline**: C coroutines each doing ``session.get(url, headers=auth)`` in a loop over the
   same task URLs, on equal footing with the library: a session without cookies
-  (``DummyCookieJar``, as the library's) and the body decoded with ``json.loads`` (as the
-  library does), checking the answer's ``code``.
+  (``DummyCookieJar``, as the library's) and the body decoded as the library decodes a UTF-8
+  object (``json.loads(body.decode())``, which skips ``json``'s encoding sniffing), checking
+  the answer's ``code``.
 
 Two variants: answers that repeat between checks (a task's state changes rarely, so most
 answers do; the library then skips decoding them, see ``wire.fingerprint``) and, with
@@ -107,7 +108,7 @@ async def _baseline_window(
             nonlocal count
             while True:
                 async with session.get(next(cycle), headers=headers) as response:
-                    body = json.loads(await response.read())
+                    body = json.loads((await response.read()).decode())
                 if body["code"] != 0:
                     raise RuntimeError(f"emulator answered {body!r}")
                 if burn_us:
@@ -213,7 +214,7 @@ async def _interleaved(
                     await turns.wait_for("baseline")
                 turns.counts["baseline"] += 1
                 async with session.get(next(cycle), headers=headers) as response:
-                    body = json.loads(await response.read())
+                    body = json.loads((await response.read()).decode())
                 if body["code"] != 0:
                     raise RuntimeError(f"emulator answered {body!r}")
 

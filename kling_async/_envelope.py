@@ -68,6 +68,10 @@ def fingerprint(body: bytes) -> bytes:
 
 def _decode(body: bytes, *, where: str) -> Any:
     try:
+        if body[:1] == b"{" and body[1:2] != b"\0":
+            # An object in UTF-8, as every API answer is: json.loads would first sniff the
+            # encoding (a Python function, once per answer) to tell it from UTF-16 or -32.
+            return json.loads(body.decode())
         return json.loads(body) if body else None
     except RecursionError:
         raise ResponseParseError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 from . import wire
 from .auth import Auth
@@ -30,22 +30,22 @@ from .providers import Provider
 from .retry import RetryPolicy, needs_new_token
 from .transport import Transport
 
-__all__ = ["Read", "RequestPipeline"]
+__all__ = ["UNCHANGED", "Read", "RequestPipeline"]
 
 logger = logging.getLogger("kling_async.client")
 
 _FAILURES = (APIError, APIConnectionError, ResponseParseError)
 
 
-class Read(NamedTuple):
-    """A status answer read with [`RequestPipeline.read`][kling_async._pipeline.RequestPipeline.read]."""
+UNCHANGED: Any = object()
+"""The ``data`` of a [`Read`][kling_async._pipeline.Read] whose answer is byte-identical to the
+known one (it was not decoded)."""
 
-    data: Any
-    """The answer's ``data`` (``None`` when *unchanged*: it was not decoded)."""
-    fingerprint: bytes
-    """The answer body's [`fingerprint`][kling_async.wire.fingerprint]."""
-    unchanged: bool
-    """The answer is byte-identical to the known one."""
+Read: TypeAlias = tuple[Any, bytes]
+"""A status answer read with [`RequestPipeline.read`][kling_async._pipeline.RequestPipeline.read]:
+its ``data`` (or [`UNCHANGED`][kling_async._pipeline.UNCHANGED]) and the answer body's
+[`fingerprint`][kling_async.wire.fingerprint]. A plain tuple: one is made per status check, and
+a named one costs several times as much to make."""
 
 
 class RequestPipeline:
@@ -132,7 +132,7 @@ class RequestPipeline:
         url = self.provider.standard_url(path) if standard else self.provider.url(path)
         # Not a coroutine itself: every frame between a check and the socket is resumed at each
         # of aiohttp's suspensions, so the hot path keeps no frame it does not need.
-        return self._run(method, path, url, json, params, retry, None)
+        return self._send(method, path, url, json, params, retry, None)
 
     def read(self, path: str, *, known: bytes | None) -> Coroutine[Any, Any, Read]:
         """``GET`` *path* (a task's status) and fingerprint the answer.
@@ -141,72 +141,10 @@ class RequestPipeline:
         answer the caller's task came from): most status checks repeat the last answer byte
         for byte. Retries and errors as in [`call`][kling_async._pipeline.RequestPipeline.call].
         """
-        answer: Coroutine[Any, Any, Read] = self._run(
+        answer: Coroutine[Any, Any, Read] = self._send(
             "GET", path, self.provider.url(path), None, None, True, known or b""
         )
         return answer
-
-    async def _run(
-        self,
-        method: str,
-        path: str,
-        url: str,
-        json: Any,
-        params: Mapping[str, str] | None,
-        retry: bool,
-        known: bytes | None,
-    ) -> Any:
-        if self.closed:
-            raise ConfigurationError("this client is closed; create a new KlingClient")
-        # The first attempt runs outside the retry loop: almost every request succeeds at once,
-        # and setting the loop up costs a status check several microseconds.
-        try:
-            return await self._send(method, path, url, json, params, 0, known)
-        except _FAILURES as error:
-            waits = await self._limiter_waits(error)
-            if not (retry and self.retry.should_retry(error, 0)):
-                raise
-            first = error
-        where = f"{method} {path}"
-        policy = self.retry
-
-        def should_retry(error: BaseException, retries: int) -> bool:
-            return isinstance(error, _FAILURES) and policy.should_retry(error, retries)
-
-        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            logger.info(
-                "%s failed (%s); retry %d in %.2fs", where, type(error).__name__, attempt, delay
-            )
-            self._emit(Retrying(operation=where, attempt=attempt, delay=delay, error=error))
-
-        async for attempt in policy.attempts(
-            self.clock,
-            should_retry=should_retry,
-            on_retry=on_retry,
-            after=(first, waits),
-        ):
-            with attempt:
-                try:
-                    return await self._send(
-                        method, path, url, json, params, attempt.retries_done, known
-                    )
-                except _FAILURES as error:
-                    if await self._limiter_waits(error):
-                        attempt.skip_wait()
-                    raise
-        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
-
-    async def _limiter_waits(self, error: BaseException) -> bool:
-        """Report a rate-limit answer to the limiter; ``True`` if it now holds the next try back.
-
-        One shared cool-down for every coroutine instead of N private back-offs.
-        """
-        return (
-            isinstance(error, RateLimitError)
-            and not isinstance(error, ConcurrencyLimitError)
-            and self._limiter is not None
-            and await self._limiter.on_rate_limited(error.retry_after)
-        )
 
     async def _send(
         self,
@@ -215,13 +153,19 @@ class RequestPipeline:
         url: str,
         json: Any,
         params: Mapping[str, str] | None,
-        retries: int,
+        retry: bool,
         known: bytes | None,
+        retries: int = 0,
     ) -> Any:
         """One attempt, re-signed and sent again at once if the server calls the JWT expired.
 
-        With *known* (``b""`` for none yet) the answer is a [`Read`][kling_async._pipeline.Read].
+        The first attempt (*retries* 0) hands a failure to ``_retried``, which owns the one
+        retry loop: almost every request succeeds at once, and a frame between a check and the
+        socket is resumed at each of aiohttp's suspensions. With *known* (``b""`` for none
+        yet) the answer is a [`Read`][kling_async._pipeline.Read].
         """
+        if self.closed:
+            raise ConfigurationError("this client is closed; create a new KlingClient")
         limiter = self._limiter
         # Nobody listening: no clock reads, no event objects (the instrumentation's "off" cost).
         observed = bool(self._events)
@@ -249,11 +193,13 @@ class RequestPipeline:
                     digest = wire.fingerprint(raw.body)
                     if status == 200 and digest == known:
                         # Byte-identical to an answer that was read fine: it reads the same.
-                        data = Read(None, digest, unchanged=True)
+                        data = (UNCHANGED, digest)
                     else:
                         where = f"{method} {path}"
-                        envelope = wire.parse_envelope(status, raw.headers, raw.body, where=where)
-                        data = Read(envelope, digest, unchanged=False)
+                        data = (
+                            wire.parse_envelope(status, raw.headers, raw.body, where=where),
+                            digest,
+                        )
             except _FAILURES as exc:
                 if observed:
                     self._emit(
@@ -265,7 +211,10 @@ class RequestPipeline:
                     self._auth.invalidate()
                     resigned = True
                     continue
-                raise
+                if retries:
+                    raise  # an attempt of _retried's loop: the loop decides
+                failure = exc
+                break
             if limiter is not None:
                 await limiter.on_success()
             if observed:
@@ -273,6 +222,63 @@ class RequestPipeline:
                     RequestCompleted(method, path, url, self.clock.now() - sent_at, status, retries)
                 )
             return data
+        return await self._retried(method, path, url, json, params, retry, known, failure)
+
+    async def _retried(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        json: Any,
+        params: Mapping[str, str] | None,
+        retry: bool,
+        known: bytes | None,
+        first: Exception,
+    ) -> Any:
+        """After a failed first attempt: retry it while the policy allows, or raise *first*."""
+        waits = await self._limiter_waits(first)
+        if not (retry and self.retry.should_retry(first, 0)):
+            raise first
+        where = f"{method} {path}"
+        policy = self.retry
+
+        def should_retry(error: BaseException, retries: int) -> bool:
+            return isinstance(error, _FAILURES) and policy.should_retry(error, retries)
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            logger.info(
+                "%s failed (%s); retry %d in %.2fs", where, type(error).__name__, attempt, delay
+            )
+            self._emit(Retrying(operation=where, attempt=attempt, delay=delay, error=error))
+
+        async for attempt in policy.attempts(
+            self.clock,
+            should_retry=should_retry,
+            on_retry=on_retry,
+            after=(first, waits),
+        ):
+            with attempt:
+                try:
+                    return await self._send(
+                        method, path, url, json, params, retry, known, attempt.retries_done
+                    )
+                except _FAILURES as error:
+                    if await self._limiter_waits(error):
+                        attempt.skip_wait()
+                    raise
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    async def _limiter_waits(self, error: BaseException) -> bool:
+        """Report a rate-limit answer to the limiter; ``True`` if it now holds the next try back.
+
+        One shared cool-down for every coroutine instead of N private back-offs.
+        """
+        return (
+            isinstance(error, RateLimitError)
+            and not isinstance(error, ConcurrencyLimitError)
+            and self._limiter is not None
+            and await self._limiter.on_rate_limited(error.retry_after)
+        )
 
     async def aclose(self) -> None:
         """Close the transport (the connection pool)."""

@@ -34,7 +34,7 @@ from ._config import build_auth, check_options, resolve_provider
 from ._create import Created, CreateOutcome, CreateProtocol
 from ._fanout import submit_all
 from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
-from ._pipeline import RequestPipeline
+from ._pipeline import UNCHANGED, RequestPipeline
 from ._slot_scope import SlotPools, slot_scope, slot_weight
 from .account import AccountCosts
 from .as_completed import AsCompleted
@@ -178,6 +178,8 @@ class KlingClient(AsyncClosing):
             webhook=webhook,
         )
         self.provider = resolved
+        # Asked per status check: only the new-standard style reads some kinds another way.
+        self._standard_style = resolved.api_style is ApiStyle.STANDARD
         """Where requests go, and which unconfirmed features are relied on."""
         self.limits = limits or resolved.limits
         """The request limits checked before sending."""
@@ -332,32 +334,32 @@ class KlingClient(AsyncClosing):
         return self._read_task(task, task.kind, keep_raw=False)
 
     async def _read_task(self, task: Task | str, kind: TaskKind | str, *, keep_raw: bool) -> Task:
+        like: Task | None
         if isinstance(task, Task):
-            task_id, resolved = task.id, task.kind
+            like, task_id, resolved = task, task.id, task.kind
         else:
-            task_id, resolved = task, kind_named(kind) if isinstance(kind, str) else kind
+            like, task_id = None, task
+            resolved = kind_named(kind) if isinstance(kind, str) else kind
         if not task_id or "/" in task_id:
             raise ConfigurationError(f"not a task id: {task_id!r}")
-        if self.provider.is_standard(resolved.name):
+        if self._standard_style and self.provider.is_standard(resolved.name):
             found = await fetch_one(self._call, task_id, resolved)
         else:
             path = f"{resolved.path}/{task_id}"
             # The task in hand still describes an answer that has not changed (most do not
             # between two checks), unless it lacks the raw answer this caller wants.
-            known = (
-                task.fingerprint if isinstance(task, Task) and (task.raw or not keep_raw) else None
-            )
-            answer = await self._pipeline.read(path, known=known)
-            if answer.unchanged and isinstance(task, Task):
-                found = task
+            known = like.fingerprint if like is not None and (like.raw or not keep_raw) else None
+            data, digest = await self._pipeline.read(path, known=known)
+            if data is UNCHANGED and like is not None:
+                found = like
             else:
                 found = wire.parse_task(
-                    answer.data,
+                    data,
                     resolved,
                     where=f"GET {path}",
-                    fingerprint=answer.fingerprint,
+                    fingerprint=digest,
                     keep_raw=keep_raw,
-                    like=task if isinstance(task, Task) else None,
+                    like=like,
                 )
         if self._book.needs_observing(found):
             await self._book.observe(found)

@@ -303,3 +303,15 @@ def test_parse_task_builds_tasks_in_the_field_order_it_relies_on() -> None:
     assert [None if at is None else at.timestamp() for at in stamps] == [1.7e9, 1.7e9 + 1]
     assert (task.videos, task.progress, task.fingerprint) == ((), 40, b"fp")
     assert task.raw == data
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_an_envelope_reads_in_any_json_encoding(encoding: str) -> None:
+    """UTF-8 objects skip json's encoding sniffing; the others must still read as json reads them."""
+    text = '{"code": 0, "message": "é", "data": {"task_id": "t1"}}'
+    assert parse_envelope(200, {}, text.encode(encoding), where="GET x") == {"task_id": "t1"}
+
+
+def test_an_envelope_that_is_not_utf8_is_a_typed_error() -> None:
+    with pytest.raises(kling.ResponseParseError, match="not JSON"):
+        parse_envelope(200, {}, b'{"code": 0, "data": "\xff"}', where="GET x")

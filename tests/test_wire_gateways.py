@@ -339,7 +339,7 @@ def _outcome(data: Any, *, shortcut: bool, monkeypatch: pytest.MonkeyPatch) -> A
 
     with monkeypatch.context() as patch:
         if not shortcut:
-            patch.setattr(wire, "_plain_task", lambda _data: None)
+            patch.setattr(wire, "_plain_task", lambda *_args: None)
         try:
             task = parse_task(data, TEXT_TO_VIDEO, where="fuzz", keep_raw=False)
         except kling.KlingError as exc:
@@ -365,8 +365,9 @@ def test_the_legacy_shortcut_is_taken_for_a_running_task(monkeypatch: pytest.Mon
     from kling_async import wire
 
     running = {**LEGACY, "task_status": "processing", "task_result": {"videos": []}}
-    assert wire._plain_task(running) is not None
-    assert wire._plain_task({**running, "progress": "50%"}) is None  # a gateway's field
+    assert wire._plain_task(running, TEXT_TO_VIDEO, None, False, None) is not None
+    gateway = {**running, "progress": "50%"}  # a gateway's field
+    assert wire._plain_task(gateway, TEXT_TO_VIDEO, None, False, None) is None
 
 
 @pytest.mark.parametrize("progress", [float("inf"), float("-inf"), float("nan"), "1e999", "inf%"])
