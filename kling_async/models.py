@@ -224,7 +224,7 @@ class Task:
     @property
     def is_finished(self) -> bool:
         """``True`` once the task has succeeded or failed."""
-        return self.status.is_finished
+        return self.status in _FINISHED  # asked once per status check: one look-up
 
     @property
     def images(self) -> tuple[Image, ...]:

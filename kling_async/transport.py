@@ -55,6 +55,9 @@ class RawResponse(NamedTuple):
     body: bytes
 
 
+_new_tuple = tuple.__new__
+
+
 class Transport(Protocol):
     """Sends one HTTP request. Implementations must not retry; the client decides that.
 
@@ -229,7 +232,8 @@ class AiohttpTransport:
             ) as response:
                 body = await response.read()
                 # aiohttp's headers are already case-insensitive; copying them costs per request.
-                return RawResponse(response.status, response.headers, body)
+                # tuple.__new__: a named tuple's own __new__ is a Python function, per request.
+                return _new_tuple(RawResponse, (response.status, response.headers, body))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = _translated(exc, f"{method} {url}")
         _raise_unchained(error)

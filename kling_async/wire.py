@@ -207,8 +207,12 @@ def _plain_task(
     created, updated = get("created_at"), get("updated_at")
     if type(created) not in _PLAIN_TIME_TYPES or type(updated) not in _PLAIN_TIME_TYPES:
         return None  # text, or a boolean: the converter's hook knows what to do with those
+    # A task's created_at comes back in every answer: its stamp is found without a call.
+    created_at = _STAMPS.get(created) if type(created) is int else None
     try:
-        created_at, updated_at = _epoch(created), _epoch(updated)
+        if created_at is None:
+            created_at = _epoch(created)
+        updated_at = _epoch(updated)
     except (ValueError, OverflowError, OSError):
         return None
     if like is not None and like.id == task_id:
