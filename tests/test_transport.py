@@ -186,3 +186,33 @@ async def test_an_unparseable_url_is_still_an_invalid_url_error() -> None:
         assert transport._urls == {}
     finally:
         await transport.aclose()
+
+
+async def test_the_transport_sends_the_headers_it_is_given_each_time() -> None:
+    """The transport keeps aiohttp's form of the last headers it was passed: a different
+    mapping (a new JWT, a download's own headers) must be sent as it is, not the kept one."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from kling_async.transport import AiohttpTransport
+
+    seen: list[str | None] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"code": 0, "data": {}})
+
+    app = web.Application()
+    app.router.add_get("/x", echo)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    transport = AiohttpTransport()
+    try:
+        url = str(server.make_url("/x"))
+        first, second = {"Authorization": "Bearer one"}, {"Authorization": "Bearer two"}
+        for headers in (first, first, second, first):
+            await transport.request("GET", url, headers=headers)
+    finally:
+        await transport.aclose()
+        await server.close()
+    assert seen == ["Bearer one", "Bearer one", "Bearer two", "Bearer one"]
