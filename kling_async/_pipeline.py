@@ -68,6 +68,7 @@ class RequestPipeline:
         "_events",
         "_headers",
         "_limiter",
+        "_root",
         "_transport",
         "clock",
         "closed",
@@ -90,6 +91,8 @@ class RequestPipeline:
         timeout: float,
     ) -> None:
         self.provider = provider
+        # Every status check's URL starts with this: built once, not per check.
+        self._root = provider.url("")
         self.retry = retry
         self.clock = clock
         self.timeout = timeout
@@ -142,7 +145,7 @@ class RequestPipeline:
         for byte. Retries and errors as in [`call`][kling_async._pipeline.RequestPipeline.call].
         """
         answer: Coroutine[Any, Any, Read] = self._send(
-            "GET", path, self.provider.url(path), None, None, True, known or b""
+            "GET", path, self._root + path.lstrip("/"), None, None, True, known or b""
         )
         return answer
 

@@ -170,4 +170,6 @@ def local_emulator(base_url: str, *, api_style: ApiStyle = ApiStyle.LEGACY) -> P
 @functools.lru_cache(maxsize=64)
 def _root(base_url: str, prefix: str) -> str:
     """``base_url`` joined with ``prefix`` (built once: every status check needs it)."""
-    return f"{base_url.rstrip('/')}/{prefix.strip('/')}"
+    prefix = prefix.strip("/")
+    # No prefix (a gateway whose base URL holds the whole path): no empty path segment.
+    return f"{base_url.rstrip('/')}/{prefix}" if prefix else base_url.rstrip("/")

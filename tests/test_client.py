@@ -502,3 +502,21 @@ async def test_adopted_task_holds_a_slot_until_seen_finished(server: FakeKlingSe
         assert done.succeeded
         assert fresh.slots.in_use == 0
         await fresh.aclose()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "prefix", "expected"),
+    [
+        ("https://api.example", "/kling/v1", "https://api.example/kling/v1/videos/text2video/1"),
+        ("https://api.example/", "kling/v1/", "https://api.example/kling/v1/videos/text2video/1"),
+        ("https://gw.example/kling/v1", "", "https://gw.example/kling/v1/videos/text2video/1"),
+        ("https://gw.example/kling/v1/", "/", "https://gw.example/kling/v1/videos/text2video/1"),
+    ],
+)
+def test_a_provider_joins_its_base_url_prefix_and_path_with_single_slashes(
+    base_url: str, prefix: str, expected: str
+) -> None:
+    """A gateway whose base URL holds the whole path (no prefix) used to get an empty segment."""
+    provider = kling.Provider(name="p", base_url=base_url, prefix=prefix)
+    assert provider.url("videos/text2video/1") == expected
+    assert provider.url("/videos/text2video/1") == expected
