@@ -71,7 +71,7 @@ def _decode(body: bytes, *, where: str) -> Any:
         if body[:1] == b"{" and body[1:2] != b"\0":
             # An object in UTF-8, as every API answer is: json.loads would first sniff the
             # encoding (a Python function, once per answer) to tell it from UTF-16 or -32.
-            return json.loads(body.decode())
+            return json.loads(body.decode("utf-8", "surrogatepass"))  # as json.loads(bytes)
         return json.loads(body) if body else None
     except RecursionError:
         raise ResponseParseError(

@@ -167,7 +167,7 @@ class RequestPipeline:
         socket is resumed at each of aiohttp's suspensions. With *known* (``b""`` for none
         yet) the answer is a [`Read`][kling_async._pipeline.Read].
         """
-        if self.closed:
+        if self.closed and not retries:  # a retry already under way is let finish
             raise ConfigurationError("this client is closed; create a new KlingClient")
         limiter = self._limiter
         # Nobody listening: no clock reads, no event objects (the instrumentation's "off" cost).
@@ -216,6 +216,11 @@ class RequestPipeline:
                     continue
                 if retries:
                     raise  # an attempt of _retried's loop: the loop decides
+                waits = await self._limiter_waits(exc)
+                if not (retry and self.retry.should_retry(exc, 0)):
+                    # A bare raise, here: raising it from elsewhere would chain whatever the
+                    # caller is handling to an error the transport left unchained.
+                    raise
                 failure = exc
                 break
             if limiter is not None:
@@ -225,7 +230,7 @@ class RequestPipeline:
                     RequestCompleted(method, path, url, self.clock.now() - sent_at, status, retries)
                 )
             return data
-        return await self._retried(method, path, url, json, params, retry, known, failure)
+        return await self._retried(method, path, url, json, params, known, failure, waits)
 
     async def _retried(
         self,
@@ -234,14 +239,14 @@ class RequestPipeline:
         url: str,
         json: Any,
         params: Mapping[str, str] | None,
-        retry: bool,
         known: bytes | None,
         first: Exception,
+        waits: bool,
     ) -> Any:
-        """After a failed first attempt: retry it while the policy allows, or raise *first*."""
-        waits = await self._limiter_waits(first)
-        if not (retry and self.retry.should_retry(first, 0)):
-            raise first
+        """Retry a request whose first attempt failed with *first*, while the policy allows.
+
+        *waits*: the limiter holds the next try back after *first* (a rate-limit answer).
+        """
         where = f"{method} {path}"
         policy = self.retry
 
@@ -263,7 +268,7 @@ class RequestPipeline:
             with attempt:
                 try:
                     return await self._send(
-                        method, path, url, json, params, retry, known, attempt.retries_done
+                        method, path, url, json, params, True, known, attempt.retries_done
                     )
                 except _FAILURES as error:
                     if await self._limiter_waits(error):

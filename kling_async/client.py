@@ -178,9 +178,9 @@ class KlingClient(AsyncClosing):
             webhook=webhook,
         )
         self.provider = resolved
+        """Where requests go, and which unconfirmed features are relied on."""
         # Asked per status check: only the new-standard style reads some kinds another way.
         self._standard_style = resolved.api_style is ApiStyle.STANDARD
-        """Where requests go, and which unconfirmed features are relied on."""
         self.limits = limits or resolved.limits
         """The request limits checked before sending."""
         self.retry = retry or RetryPolicy()

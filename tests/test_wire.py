@@ -315,3 +315,11 @@ def test_an_envelope_reads_in_any_json_encoding(encoding: str) -> None:
 def test_an_envelope_that_is_not_utf8_is_a_typed_error() -> None:
     with pytest.raises(kling.ResponseParseError, match="not JSON"):
         parse_envelope(200, {}, b'{"code": 0, "data": "\xff"}', where="GET x")
+
+
+def test_an_envelope_with_an_encoded_surrogate_reads_as_json_reads_it() -> None:
+    """json.loads(bytes) lets a lone surrogate through (surrogatepass); so must the UTF-8
+    shortcut, or a server's error answer would lose its code and message."""
+    body = b'{"code": 1303, "message": "busy \xed\xa0\x80"}'
+    with pytest.raises(kling.ConcurrencyLimitError):
+        parse_envelope(200, {}, body, where="GET x")
