@@ -103,5 +103,13 @@ async def test_more_tasks_than_one_list_page_are_checked_by_list_requests() -> N
         async with client.watch(tasks, timeout=60) as results:
             finished = [task async for task in results]
     assert sorted(task.id for task in finished) == sorted(task.id for task in tasks)
-    assert server.stats.routes["query"] == 0
+    # The one by-id GET the scheduler may send is for a lone last tracked task (its own GET
+    # is lighter than a list read); under load the last task can be left alone when it falls
+    # due. Any other task read by id fell off the list pages.
+    queried = {
+        record.path.rsplit("/", 1)[-1]
+        for record in server.requests_to("api")
+        if record.route == "query"
+    }
+    assert queried <= {finished[-1].id}
     assert server.stats.routes["list"] >= 2  # at least one round read two pages
