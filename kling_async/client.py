@@ -177,14 +177,12 @@ class KlingClient(AsyncClosing):
             model_name=model_name,
             webhook=webhook,
         )
-        self.provider = resolved
-        """Where requests go, and which unconfirmed features are relied on."""
+        self._provider = resolved
         # Asked per status check: only the new-standard style reads some kinds another way.
         self._standard_style = resolved.api_style is ApiStyle.STANDARD
         self.limits = limits or resolved.limits
         """The request limits checked before sending."""
-        self.retry = retry or RetryPolicy()
-        """The retry policy."""
+        self._retry = retry or RetryPolicy()
         # The default policy expects Kling's minutes-long tasks; the emulator's take moments.
         self.poll_policy = poll or (
             PollPolicy() if resolved.real_durations else PollPolicy(expected=None)
@@ -192,13 +190,10 @@ class KlingClient(AsyncClosing):
         """How the scheduler paces status checks."""
         self.model_name = model_name or resolved.default_model
         """The video ``model_name`` sent for requests that name none (``None``: left out)."""
-        self.completions = CompletionModel()
-        """How long this client's tasks took, per kind of request; the scheduler checks there."""
-        self.timeout = timeout
-        """Seconds allowed for each HTTP request."""
-        self.clock: Clock = clock or SystemClock()
-        self.events = EventHub()
-        """Subscribe to submissions, polls, retries and finished tasks: ``client.events.add(fn)``."""
+        self._completions = CompletionModel()
+        self._timeout = timeout
+        self._clock: Clock = clock or SystemClock()
+        self._events = EventHub()
         self._auth = auth or build_auth(resolved, api_key, access_key, secret_key)
         self._shared = shared
         self._shared_open = False
@@ -212,7 +207,7 @@ class KlingClient(AsyncClosing):
             )
         # Without pacing the pipeline skips the limiter altogether (no awaits per request).
         paced = limiter
-        self.limiter: RateLimiter = limiter or UnlimitedLimiter()
+        self._limiter: RateLimiter = limiter or UnlimitedLimiter()
         if slots_per_model and slots is not None:
             # Each scope needs a pool of its own, made here or by the shared store.
             raise ConfigurationError(
@@ -225,11 +220,8 @@ class KlingClient(AsyncClosing):
                 if shared is None
                 else shared.task_slots(max_active_tasks, clock=self.clock, events=self._emit)
             )
-        self.slots: TaskSlots = slots
-        """The task slots (of every task; with ``slots_per_model``, of tasks adopted without
-        their request)."""
-        self.max_active_tasks = max_active_tasks
-        """The most tasks at once (per resource pack and model with ``slots_per_model``)."""
+        self._slots: TaskSlots = slots
+        self._max_active_tasks = max_active_tasks
         self._pools = SlotPools(slots, self._scoped_pool if slots_per_model else None)
         self._pipeline = RequestPipeline(
             provider=resolved,
@@ -244,8 +236,7 @@ class KlingClient(AsyncClosing):
         )
         # The request pipeline's entry point (the kinds with extra steps use it too).
         self._call = self._pipeline.call
-        self.webhook = webhook
-        """The callback receiver this client fills ``callback_url`` in for, if any."""
+        self._webhook = webhook
         self._book = ActiveTasks(
             pools=self._pools,
             clock=self.clock,
@@ -271,6 +262,60 @@ class KlingClient(AsyncClosing):
         self._account_last = -_ACCOUNT_GAP
         if webhook is not None:
             webhook.bind(self)
+
+    # What the client was built with. Read-only: the request pipeline, the slot pools and the
+    # scheduler hold these from construction on, so a reassigned one would not be used.
+
+    @property
+    def provider(self) -> Provider:
+        """Where requests go, and which unconfirmed features are relied on."""
+        return self._provider
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy."""
+        return self._retry
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter every request passes (an unlimited one with ``rate=None``)."""
+        return self._limiter
+
+    @property
+    def slots(self) -> TaskSlots:
+        """The task slots (of every task; with ``slots_per_model``, of tasks adopted without
+        their request)."""
+        return self._slots
+
+    @property
+    def max_active_tasks(self) -> int | None:
+        """The most tasks at once (per resource pack and model with ``slots_per_model``)."""
+        return self._max_active_tasks
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed for each HTTP request."""
+        return self._timeout
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that paces checks, back-offs and slot waits."""
+        return self._clock
+
+    @property
+    def events(self) -> EventHub:
+        """Subscribe to submissions, polls, retries and finished tasks: ``client.events.add(fn)``."""
+        return self._events
+
+    @property
+    def completions(self) -> CompletionModel:
+        """How long this client's tasks took, per kind of request; the scheduler checks there."""
+        return self._completions
+
+    @property
+    def webhook(self) -> WebhookReceiver | None:
+        """The callback receiver this client fills ``callback_url`` in for, if any."""
+        return self._webhook
 
     def _scoped_pool(self, scope: str) -> TaskSlots:
         """A new pool of *scope* (``slots_per_model``): in-process, or on the shared store."""
@@ -342,7 +387,7 @@ class KlingClient(AsyncClosing):
             resolved = kind_named(kind) if isinstance(kind, str) else kind
         if not task_id or "/" in task_id:
             raise ConfigurationError(f"not a task id: {task_id!r}")
-        if self._standard_style and self.provider.is_standard(resolved.name):
+        if self._standard_style and self._provider.is_standard(resolved.name):
             found = await fetch_one(self._call, task_id, resolved)
         else:
             path = f"{resolved.path}/{task_id}"

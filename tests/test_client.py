@@ -520,3 +520,32 @@ def test_a_provider_joins_its_base_url_prefix_and_path_with_single_slashes(
     provider = kling.Provider(name="p", base_url=base_url, prefix=prefix)
     assert provider.url("videos/text2video/1") == expected
     assert provider.url("/videos/text2video/1") == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "provider",
+        "retry",
+        "limiter",
+        "slots",
+        "max_active_tasks",
+        "timeout",
+        "clock",
+        "events",
+        "completions",
+        "webhook",
+    ],
+)
+async def test_what_the_client_was_built_with_cannot_be_reassigned(name: str) -> None:
+    """The pipeline, the slot pools and the scheduler hold these from construction on: a
+    reassigned one would silently go unused, so reassigning is refused."""
+    client = kling.KlingClient(api_key=API_KEY, provider="kling", max_active_tasks=3, timeout=7.0)
+    before = getattr(client, name)
+    with pytest.raises(AttributeError):
+        setattr(client, name, before)
+    assert getattr(client, name) is before
+    assert client.provider.name == "kling"
+    assert client.max_active_tasks == 3
+    assert client.timeout == 7.0
+    await client.aclose()
