@@ -26,6 +26,7 @@ class Entry:
         "deadline",
         "eta",
         "failures",
+        "first_due",
         "has_callback",
         "heap_seq",
         "hinted",
@@ -56,6 +57,8 @@ class Entry:
         self.failures = 0
         # The sequence number of this entry's one live heap item; older items are stale.
         self.heap_seq = -1
+        # When its first check was put: where the policy expects it may have finished.
+        self.first_due = 0.0
         self.in_flight = False
         # poll_soon() arrived while a check was in flight: its answer may predate the news.
         self.recheck = False

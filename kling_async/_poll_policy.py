@@ -45,7 +45,9 @@ class PollPolicy:
         list_interval: the gap after the first check for tasks checked through a list endpoint
             (a ``batch_fetch``), capped at *max_interval*, while two or more tasks are tracked.
             One list request covers every such task, so these do not back off: the cost is one
-            request per gap, however many tasks are tracked.
+            request per gap, however many tasks are tracked. A list read before a task's first
+            check never puts that check later (only *min_interval* after the read, at the
+            soonest): the first check is where the task may have finished.
         detect_gap: with *expected* set, the gap between checks while a task is inside the
             window where tasks like it finish, so the longest detection latency there. A fixed
             10 s loop's p95 is about 9.5 s plus a request's time (its period is 10 s plus that

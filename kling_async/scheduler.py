@@ -262,7 +262,7 @@ class PollScheduler:
         if task.is_finished:
             self._deliver(entry, task)
             return
-        self._schedule(entry, now + self._next_gap(entry, now))
+        entry.first_due = self._schedule(entry, now + self._next_gap(entry, now))
 
     def update(self, task: Task) -> None:
         """Feed in news about a tracked task from elsewhere (a verified webhook, say).
@@ -446,6 +446,11 @@ class PollScheduler:
             # The hint is ahead of the API (or false): one more look after min_interval.
             entry.hinted = False
             gap = min(gap, self._policy.for_kind(entry.task.kind).min_interval)
+        if now < entry.first_due < now + gap:
+            # Checked early (by a list read that other tasks were due for): the list's pace
+            # must not move this task's first check later than the policy put it, where the
+            # task may have finished; that it ran until now says nothing about that.
+            gap = max(entry.first_due - now, self._policy.for_kind(entry.task.kind).min_interval)
         self._schedule(entry, now + gap)
 
     def _failed(self, entry: Entry, error: Exception, operation: str) -> None:

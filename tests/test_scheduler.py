@@ -485,6 +485,49 @@ async def test_a_list_answer_counts_for_every_tracked_task_it_shows() -> None:
     assert not server.fetches  # no single-task checks at all
 
 
+async def test_an_early_list_check_does_not_put_off_a_tasks_first_check() -> None:
+    """A list read for other tasks before "b"'s first check is due keeps that check in place.
+
+    "b" (and "d", which runs on) is added 0.1 s after "a" and finishes exactly at its first
+    check (2.1 s). The list
+    read due for "a" at 2.0 s also shows "b", still running; the list's pace (every 0.25 s)
+    would put b's next check at 2.25 s, a quarter second after it finished. It is checked at
+    2.1 s instead, where the policy put it, and not earlier than min_interval after the read.
+    """
+    clock = FakeClock()
+    server = FakeServer(clock, {"a": 1.5, "b": 2.1, "c": 2.01, "d": 3.0})
+    calls: list[float] = []
+
+    async def list_everything(tasks: Sequence[Task]) -> Sequence[Task]:
+        calls.append(clock.now())
+        return [server.state(task_id) for task_id in ("a", "b", "c", "d")]
+
+    policy = PollPolicy(
+        first_delay=2.0,
+        min_interval=0.05,
+        max_interval=0.25,
+        list_interval=0.25,
+        jitter=0,
+        expected=None,
+    )
+    scheduler = PollScheduler(server.fetch, batch_fetch=list_everything, clock=clock, policy=policy)
+    seen: dict[str, float] = {}
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        scheduler.add(make_task("a"))
+        await clock.sleep(0.02)
+        scheduler.add(make_task("c"))  # first due at 2.02: not before 2.0 + min_interval
+        await clock.sleep(0.08)
+        scheduler.add(make_task("b"))
+        scheduler.add(make_task("d"))  # keeps the list in use after b
+        scheduler.close()
+        async for task in scheduler:
+            seen[task.id] = clock.now()
+
+    assert calls[:3] == [2.0, 2.05, 2.1]
+    assert {name: seen[name] for name in "acb"} == {"a": 2.0, "c": 2.05, "b": 2.1}
+
+
 async def test_a_stale_list_answer_does_not_cancel_a_hint() -> None:
     """A list answer sent before ``poll_soon(b)`` must not count as b's check.
 
