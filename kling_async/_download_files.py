@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import IO
@@ -91,7 +92,21 @@ def _resolve_target(
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         final = path.parent.resolve() / path.name
-    return Target(final=final, part=final.with_name(final.name + ".part"))
+    part = final.with_name(final.name + ".part")
+    for existing in (final, part):
+        # The rename would replace a device or a pipe (``-o /dev/null`` as root) with the
+        # video, and writing the part file into one would block or go nowhere.
+        try:
+            mode = existing.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise StorageError(
+                os.fspath(existing),
+                "it exists and is not a regular file",
+                action="will not replace",
+            )
+    return Target(final=final, part=part)
 
 
 async def resolve(

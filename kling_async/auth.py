@@ -32,7 +32,19 @@ class Secret:
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
             raise ConfigurationError("a credential must be a non-empty string")
-        self._value = value.strip()
+        value = value.strip()
+        if value[:7].lower() == "bearer ":
+            raise ConfigurationError(
+                "pass the key alone: the 'Bearer ' prefix is added to the header for you"
+            )
+        if not value.isprintable() or not value.isascii() or any(c.isspace() for c in value):
+            # It would go into an HTTP header (a line break there splits the request), and no
+            # issued key holds such characters: a copy-and-paste slip. The key is not shown.
+            raise ConfigurationError(
+                "a credential must be printable ASCII without spaces or line breaks "
+                "(check for a stray newline or quote when it was copied)"
+            )
+        self._value = value
 
     def reveal(self) -> str:
         """Return the secret itself (only for building the Authorization header)."""

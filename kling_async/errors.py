@@ -434,6 +434,9 @@ _CODE_CLASSES: tuple[tuple[range, type[APIError]], ...] = (
     (range(1302, 1303), RateLimitError),
     (range(1303, 1304), ConcurrencyLimitError),
     (range(1304, 1305), PermissionDeniedError),
+    # Not in the code table, but in the reference's list of codes never to retry (1100-1104):
+    # an account matter, whatever HTTP status carries it (a 429 would read as a rate limit).
+    (range(1104, 1105), AccountError),
     (range(5000, 5003), ServerError),
 )
 

@@ -45,11 +45,22 @@ def signing_key(secret: str) -> bytes:
     """
     raw = secret.removeprefix(_SECRET_PREFIX)
     try:
-        return base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigurationError(
             "a webhook signing secret must be base64 text (optionally prefixed 'whsec_')"
         ) from None
+    if len(key) < _MIN_KEY_BYTES:
+        # An empty secret (an unset environment variable read as "") signs with an empty key:
+        # anybody could forge callbacks that the receiver would then call verified.
+        raise ConfigurationError(
+            f"a webhook signing secret must hold at least {_MIN_KEY_BYTES} bytes of key "
+            f"(this one holds {len(key)}); copy the whole secret from the console"
+        )
+    return key
+
+
+_MIN_KEY_BYTES = 16
 
 
 def _signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 
+import pytest
+
 import kling_async as kling
 from kling_async.auth import AccessKeyAuth, ApiKeyAuth, Secret
 
@@ -68,3 +70,24 @@ def test_secrets_are_redacted() -> None:
     client = kling.KlingClient(api_key="sk-secret")
     assert "sk-secret" not in repr(client)
     assert "sk-secret" not in repr(vars(client))
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        ("zq9-key\nX-Injected: 1", "line breaks"),
+        ("zq9-k\rey", "line breaks"),
+        ("zq9-k\x00ey", "line breaks"),
+        ("zq9 key", "line breaks"),
+        ("zq9-k\u00e9y", "line breaks"),
+        ("Bearer zq9-key", "'Bearer ' prefix"),
+    ],
+)
+def test_a_mangled_key_is_refused_up_front_without_showing_it(key: str, match: str) -> None:
+    """A key with a line break, a NUL, a space or a 'Bearer ' prefix fails at construction
+    with a ConfigurationError that does not show it, not as aiohttp's error on the first
+    request (or a 401 after a round trip)."""
+    with pytest.raises(kling.ConfigurationError, match=match) as caught:
+        kling.KlingClient(api_key=key)
+    assert "zq9" not in str(caught.value)
+    assert "zq9" not in repr(caught.value)

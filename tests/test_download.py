@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
@@ -17,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from kling_async.download import Downloader
-from kling_async.errors import ConfigurationError, DownloadError
+from kling_async.errors import ConfigurationError, DownloadError, StorageError
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.models import Task, TaskStatus, Video
 from kling_async.retry import RetryPolicy
@@ -178,6 +179,23 @@ async def test_downloads_atomically_into_a_folder(cdn: FakeCdn, tmp_path: Path) 
     assert path == tmp_path.resolve() / "123-v1.mp4"
     assert path.read_bytes() == data
     assert list(tmp_path.iterdir()) == [path]  # no .part left behind
+
+
+@pytest.mark.parametrize("which", ["final", "part"])
+async def test_never_replaces_or_writes_into_a_pipe(
+    cdn: FakeCdn, tmp_path: Path, which: str
+) -> None:
+    """A destination (or its part file) that exists but is no regular file, a FIFO here as
+    ``/dev/null`` would be for root, is refused and left as it was."""
+    video, _ = add(cdn, "v1.mp4")
+    target = tmp_path / "out.mp4"
+    special = target if which == "final" else tmp_path / "out.mp4.part"
+    os.mkfifo(special)
+    async with downloader() as d:
+        with pytest.raises(StorageError, match="not a regular file"):
+            await d.download(make_task(video), target)
+    assert stat.S_ISFIFO(special.lstat().st_mode)
+    assert not cdn.requests  # refused before the download began
 
 
 async def test_never_sends_authorization_or_cookies(cdn: FakeCdn, tmp_path: Path) -> None:

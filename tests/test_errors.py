@@ -6,6 +6,7 @@ import pytest
 
 import kling_async as kling
 from kling_async.errors import error_for_response
+from kling_async.retry import is_transient
 
 CODE_TABLE = [
     (401, 1000, kling.AuthenticationError),
@@ -17,6 +18,7 @@ CODE_TABLE = [
     (429, 1101, kling.AccountError),
     (429, 1102, kling.AccountError),
     (403, 1103, kling.PermissionDeniedError),
+    (429, 1104, kling.AccountError),  # "non-retryable: 1100-1104", not in the table itself
     (400, 1200, kling.BadRequestError),
     (400, 1201, kling.BadRequestError),
     (404, 1202, kling.BadRequestError),
@@ -39,6 +41,8 @@ def test_code_table(status: int, code: int, cls: type[kling.APIError]) -> None:
     assert type(error) is cls
     assert (error.status, error.code, error.request_id) == (status, code, "r-1")
     assert "request_id r-1" in str(error)
+    if code in range(1100, 1105):  # the reference: never retried
+        assert not is_transient(error)
 
 
 def test_status_decides_without_code() -> None:

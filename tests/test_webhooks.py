@@ -869,3 +869,13 @@ async def test_replay_window_forgets_old_message_ids() -> None:
         kling.TaskStatus.SUCCEED,
     ]
     assert receiver.stats.direct == 1
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_c2hvcnQ="])
+def test_an_empty_or_short_signing_secret_is_refused(secret: str) -> None:
+    """``os.environ.get("KLING_WEBHOOK_SECRET", "")`` must not make a receiver that calls
+    callbacks signed with an empty (forgeable) key verified."""
+    with pytest.raises(kling.ConfigurationError, match="at least 16 bytes"):
+        WebhookReceiver(signing_secret=secret)
+    with pytest.raises(kling.ConfigurationError, match="at least 16 bytes"):
+        sign_payload(secret, "m", 1, b"{}")
