@@ -17,6 +17,7 @@ does the structuring; the global converter is never touched.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -33,6 +34,8 @@ from ._urls import is_http_url
 from .account import AccountCosts, ResourcePack
 from .errors import MissingResultError, ResponseParseError
 from .models import _STATUS_ALIASES, NO_RAW, Task, TaskKind, TaskRequest, TaskStatus, Video
+
+_log = logging.getLogger("kling_async.wire")
 
 __all__ = [
     "converter",
@@ -367,8 +370,23 @@ def item_id(item: Any) -> str | None:
 
 
 def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
-    """Parse a list answer (``data`` is an array of tasks)."""
-    return [parse_task(item, kind, where=where) for item in task_items(data, where=where)]
+    """Parse a list answer (``data`` is an array of tasks).
+
+    An item that cannot be read is left out (logged at DEBUG) rather than failing the page:
+    one task among many, say one whose results were cleared after 30 days and that still
+    reports success, must not stop the others from being seen. A caller that wanted the
+    task left out reads it on its own, and gets its error then.
+
+    Raises:
+        ResponseParseError: the answer holds no array of tasks.
+    """
+    tasks: list[Task] = []
+    for item in task_items(data, where=where):
+        try:
+            tasks.append(parse_task(item, kind, where=where))
+        except ResponseParseError as exc:  # noqa: PERF203 - per item, by design (and MissingResultError)
+            _log.debug("left a task out of a list answer: %s", exc)
+    return tasks
 
 
 _PACK_FIELDS = {

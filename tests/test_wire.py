@@ -323,3 +323,15 @@ def test_an_envelope_with_an_encoded_surrogate_reads_as_json_reads_it() -> None:
     body = b'{"code": 1303, "message": "busy \xed\xa0\x80"}'
     with pytest.raises(kling.ConcurrencyLimitError):
         parse_envelope(200, {}, body, where="GET x")
+
+
+def test_an_unreadable_item_is_left_out_of_a_list_not_the_whole_page() -> None:
+    """A task whose results were cleared (30 days) still says succeed with no video: the
+    page's other tasks are read all the same."""
+    running = {"task_id": "1", "task_status": "processing", "created_at": 1, "updated_at": 1}
+    cleared = {"task_id": "2", "task_status": "succeed", "task_result": {"videos": []}}
+    odd = {"task_status": "processing"}  # no id at all
+    tasks = parse_task_list([cleared, running, odd], TEXT_TO_VIDEO)
+    assert [task.id for task in tasks] == ["1"]
+    with pytest.raises(kling.MissingResultError):
+        parse_task(cleared, TEXT_TO_VIDEO)
