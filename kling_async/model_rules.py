@@ -132,6 +132,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 """The documented video models (kling-api.md §4)."""
 
+_TABLED_KINDS = frozenset().union(*(spec.kinds for spec in MODELS.values()))
+
 
 def _listed(values: Iterable[object]) -> str:
     return ", ".join(repr(str(value)) for value in values) or "none"
@@ -167,7 +169,9 @@ def model_rule_problems(
         ]
     problems = _general(request, kind)
     model = getattr(request, "model_name", None)
-    if model is not None:
+    if model is not None and kind in _TABLED_KINDS:
+        # The table describes the video models only: an image kind's model_name (kling-v3,
+        # kling-image-o1, ...) is the server's to judge.
         problems.extend(_for_model(request, kind, model))
     return [
         ModelRuleError(field, message, rule=rule)

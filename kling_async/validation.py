@@ -21,6 +21,7 @@ __all__ = ["RequestLimits"]
 
 _COMETAPI_ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
 _KLING_ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+_IMAGE_ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
 def _rule_names(names: Iterable[str]) -> frozenset[str]:
@@ -33,7 +34,9 @@ class RequestLimits:
 
     Use [`cometapi`][kling_async.validation.RequestLimits.cometapi] (the default) or [`kling`][kling_async.validation.RequestLimits.kling], or build your own; ``None`` turns a check
     off. ``relax_rules`` names model rules ([`RULES`][kling_async.model_rules.RULES]) to skip for
-    every request, for when the documentation is behind the API.
+    every request, for when the documentation is behind the API. ``aspect_ratios`` applies to
+    video kinds, ``image_aspect_ratios`` to the kinds that make images (the same list on both
+    providers: kling-api.md §1.4).
 
     Examples:
         >>> RequestLimits.kling().prompt_max
@@ -44,6 +47,7 @@ class RequestLimits:
     negative_prompt_max: int | None = 200
     shot_prompt_max: int | None = 512
     aspect_ratios: tuple[str, ...] | None = _COMETAPI_ASPECT_RATIOS
+    image_aspect_ratios: tuple[str, ...] | None = _IMAGE_ASPECT_RATIOS
     max_duration: int | None = 15
     min_duration: int | None = 3
     relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_rule_names)
@@ -78,15 +82,12 @@ class RequestLimits:
             self.negative_prompt_max,
         )
         aspect_ratio = getattr(request, "aspect_ratio", None)
-        if (
-            self.aspect_ratios is not None
-            and aspect_ratio is not None
-            and aspect_ratio not in self.aspect_ratios
-        ):
+        # Image kinds take more ratios than video ones (kling-api.md §1.4).
+        ratios = self.image_aspect_ratios if kind.results == "images" else self.aspect_ratios
+        if ratios is not None and aspect_ratio is not None and aspect_ratio not in ratios:
             found.append(
                 ValidationError(
-                    "aspect_ratio",
-                    f"must be one of {', '.join(self.aspect_ratios)}, got {aspect_ratio!r}",
+                    "aspect_ratio", f"must be one of {', '.join(ratios)}, got {aspect_ratio!r}"
                 )
             )
         duration = getattr(request, "duration", None)

@@ -10,6 +10,7 @@ import pytest
 import kling_async as kling
 from kling_async.model_rules import MODELS, RULES, ModelRuleError, check_model_rules
 from kling_async.testing import FakeKlingServer
+from kling_async.validation import RequestLimits
 
 IMAGE = "https://cdn.test/cat.png"
 LIMITS = kling.RequestLimits.kling()
@@ -141,3 +142,21 @@ async def test_client_refuses_before_any_request(
     with pytest.raises(ModelRuleError, match="duration"):
         await client.submit(request)
     assert server.tasks == {}
+
+
+@pytest.mark.parametrize("limits", [RequestLimits.kling(), RequestLimits.cometapi()])
+@pytest.mark.parametrize("model", ["kling-v3", "kling-v2-1", "kling-v2", "kling-v1"])
+def test_image_kinds_take_their_documented_models_and_ratios(
+    limits: RequestLimits, model: str
+) -> None:
+    """images/generations takes kling-v3, kling-v2-1 and older image models, and the eight
+    image ratios (kling-api.md §1.4), on either provider: the video model table and the
+    video ratios are not theirs."""
+    for ratio in ("4:3", "21:9", "2:3"):
+        limits.check(kling.ImageGeneration(prompt="a cat", model_name=model, aspect_ratio=ratio))
+    limits.check(kling.OmniImage(prompt="a cat", model_name="kling-image-o1"))
+    with pytest.raises(kling.ValidationError, match="aspect_ratio"):
+        limits.check(kling.ImageGeneration(prompt="a cat", aspect_ratio="5:4"))
+    # Video kinds keep their own lists.
+    with pytest.raises(kling.ValidationError, match="aspect_ratio"):
+        limits.check(kling.TextToVideo(prompt="a cat", aspect_ratio="21:9"))
