@@ -343,10 +343,8 @@ class CreateProtocol:
         except NotFoundError as exc:
             return None, isinstance(exc.code, int)
         if isinstance(data, list):
-            # Every item read strictly (parse_task_list leaves unreadable ones out): a match
-            # left out would read as "never created", and the create would be paid twice.
-            where = f"GET {path}"
-            tasks = [wire.parse_task(item, kind, where=where) for item in wire.task_items(data)]
+            # Strict: a match left out would read as "never created", paid for twice.
+            tasks = wire.parse_task_list(data, kind, where=f"GET {path}", strict=True)
             matches = [task for task in tasks if task.external_task_id == ext_id]
             return (matches[0] if matches else None), True
         return wire.parse_task(data, kind, where=f"GET {path}"), True

@@ -369,22 +369,28 @@ def item_id(item: Any) -> str | None:
     return str(ident) if ident is not None else None
 
 
-def parse_task_list(data: Any, kind: TaskKind, *, where: str = "") -> list[Task]:
+def parse_task_list(
+    data: Any, kind: TaskKind, *, where: str = "", strict: bool = False
+) -> list[Task]:
     """Parse a list answer (``data`` is an array of tasks).
 
     An item that cannot be read is left out (logged at DEBUG) rather than failing the page:
     one task among many, say one whose results were cleared after 30 days and that still
     reports success, must not stop the others from being seen. A caller that wanted the
-    task left out reads it on its own, and gets its error then.
+    task left out reads it on its own, and gets its error then. With *strict*, an unreadable
+    item raises instead (where a task left out would be taken for one that does not exist).
 
     Raises:
-        ResponseParseError: the answer holds no array of tasks.
+        ResponseParseError: the answer holds no array of tasks (or, with *strict*, an item
+            cannot be read).
     """
     tasks: list[Task] = []
     for item in task_items(data, where=where):
         try:
             tasks.append(parse_task(item, kind, where=where))
-        except ResponseParseError as exc:  # noqa: PERF203 - per item, by design (and MissingResultError)
+        except ResponseParseError as exc:  # noqa: PERF203 - per item, by design
+            if strict:
+                raise
             _log.debug("left a task out of a list answer: %s", exc)
     return tasks
 

@@ -335,3 +335,6 @@ def test_an_unreadable_item_is_left_out_of_a_list_not_the_whole_page() -> None:
     assert [task.id for task in tasks] == ["1"]
     with pytest.raises(kling.MissingResultError):
         parse_task(cleared, TEXT_TO_VIDEO)
+    # Strict (the external-id look-up): a task left out would be taken for one never created.
+    with pytest.raises(kling.MissingResultError):
+        parse_task_list([running, cleared], TEXT_TO_VIDEO, strict=True)
