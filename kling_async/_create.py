@@ -208,6 +208,14 @@ class CreateProtocol:
                 found = await self.lookup_after_ambiguous(kind, ext_id, state.answer)
                 if found is not None:
                     return _found(found, state.hold)
+                # The look-up said "none", and the server says the id is in use: the task
+                # exists where the look-up cannot see it. Refusing would lose a paid task.
+                message = "create landed earlier (the server says its external id is taken)"
+                return Uncertain(
+                    _uncertain(
+                        f"{message} but no look-up finds it", ext_id, kind, state.answer, exc
+                    )
+                )
             return Refused(exc)
         except _TRANSIENT as exc:
             if isinstance(exc, ResponseParseError) and exc.excerpt:
@@ -333,13 +341,38 @@ class CreateProtocol:
                 external_task_id=ext_id,
                 kind=kind.name,
             )
+        forms = _EVERY_FORM if lookup is ExternalIdLookup.EVERY else (lookup,)
+        proven = True
+        failure: KlingError | None = None
+        for form in forms:
+            try:
+                found, said_none = await self._look_up(form, ext_id, kind)
+            except (APIError, APIConnectionError, ResponseParseError) as exc:
+                if len(forms) == 1:
+                    raise
+                # A form this server does not serve may answer anything: the next may find it.
+                failure, proven = exc, False
+                continue
+            if found is not None:
+                return found, True
+            proven = proven and said_none
+        if failure is not None and not proven:
+            raise failure
+        return None, proven
+
+    async def _look_up(
+        self, form: ExternalIdLookup, ext_id: str, kind: TaskKind
+    ) -> tuple[Task | None, bool]:
+        """One look-up form's answer: the task, and whether its "none" came from Kling itself."""
+        params: dict[str, str] | None = None
+        if form is ExternalIdLookup.QUERY:
+            path, params = kind.path, {"external_task_id": ext_id}
+        else:
+            path = f"{kind.path}/{ext_id}"
+            if form is ExternalIdLookup.FLAG:
+                params = {"external_task_id": "true"}
         try:
-            if lookup is ExternalIdLookup.PATH:
-                path = f"{kind.path}/{ext_id}"
-                data = await self._call("GET", path)
-            else:
-                path = kind.path
-                data = await self._call("GET", path, params={"external_task_id": ext_id})
+            data = await self._call("GET", path, params=params)
         except NotFoundError as exc:
             return None, isinstance(exc.code, int)
         if isinstance(data, list):
@@ -347,7 +380,15 @@ class CreateProtocol:
             tasks = wire.parse_task_list(data, kind, where=f"GET {path}", strict=True)
             matches = [task for task in tasks if task.external_task_id == ext_id]
             return (matches[0] if matches else None), True
-        return wire.parse_task(data, kind, where=f"GET {path}"), True
+        task = wire.parse_task(data, kind, where=f"GET {path}")
+        if task.external_task_id not in (None, ext_id):
+            # The id slot read as a task id of someone else's task: not the one we made.
+            return None, False
+        return task, True
+
+
+_EVERY_FORM = (ExternalIdLookup.PATH, ExternalIdLookup.FLAG, ExternalIdLookup.QUERY)
+"""The forms ``ExternalIdLookup.EVERY`` tries, in order: public clients use all three."""
 
 
 def canonical_json(request: TaskRequest) -> str:

@@ -43,6 +43,13 @@ class ExternalIdLookup(str, enum.Enum):
     """``GET <kind path>/<external_task_id>`` (the id in the task-id slot)."""
     QUERY = "query"
     """``GET <kind path>?external_task_id=<id>``."""
+    FLAG = "flag"
+    """``GET <kind path>/<external_task_id>?external_task_id=true`` (the id in the task-id slot,
+    flagged as an external id)."""
+    EVERY = "every"
+    """Each of ``PATH``, ``FLAG`` and ``QUERY`` in turn until one finds the task. A "none"
+    counts only when every form gave one: a form the server does not serve answers "not
+    found" for a task that exists, and believing it would send the create a second time."""
     NONE = "none"
     """No look-up: an ambiguous create raises [`SubmitUncertainError`][kling_async.errors.SubmitUncertainError]."""
 
@@ -83,7 +90,7 @@ class Provider:
     base_url: str
     prefix: str
     limits: RequestLimits = attrs.field(factory=RequestLimits.cometapi)
-    external_lookup: ExternalIdLookup = ExternalIdLookup.PATH
+    external_lookup: ExternalIdLookup = ExternalIdLookup.EVERY
     trust_not_found: bool = False
     supports_list: bool = False
     default_model: str | None = DEFAULT_VIDEO_MODEL
@@ -116,9 +123,9 @@ COMETAPI = Provider(
     base_url="https://api.cometapi.com",
     prefix="/kling/v1",
     limits=RequestLimits.cometapi(),
-    # CometAPI documents no external-id query and no list route (both UNCONFIRMED): try the
-    # path form, but never treat its "not found" as proof that nothing was created.
-    external_lookup=ExternalIdLookup.PATH,
+    # CometAPI documents no external-id query and no list route (both UNCONFIRMED): try every
+    # form, but never treat a "not found" as proof that nothing was created.
+    external_lookup=ExternalIdLookup.EVERY,
     trust_not_found=False,
     supports_list=False,
 )
@@ -129,7 +136,9 @@ KLING = Provider(
     base_url="https://api-singapore.klingai.com",
     prefix="/v1",
     limits=RequestLimits.kling(),
-    external_lookup=ExternalIdLookup.PATH,
+    # Kling documents the look-up but not its URL (kling-api.md §1.7): a "none" must come
+    # from every form the public clients use before it licenses sending the create again.
+    external_lookup=ExternalIdLookup.EVERY,
     trust_not_found=True,
     supports_list=True,
     supports_account=True,
