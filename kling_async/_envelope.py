@@ -94,10 +94,19 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
     except (ValueError, UnicodeDecodeError):
         payload = None
         if status < 400:
+            if status >= 300:
+                raise _not_the_api(status, headers, body, where) from None
+            # A 200 web page may be a proxy's passing glitch (so it is retried like one), or
+            # a base_url that is not the API's: the message says so.
+            what = "an HTML page, not JSON (is base_url the API's?)"
             raise ResponseParseError(
-                "the body is not JSON", where=where, excerpt=excerpt(body)
+                f"the body is {what if _is_html(headers, body) else 'not JSON'}",
+                where=where,
+                excerpt=excerpt(body),
             ) from None
     if not isinstance(payload, dict):
+        if 300 <= status < 400:
+            raise _not_the_api(status, headers, body, where)
         if status >= 400:
             raise error_for_response(
                 status=status,
@@ -122,6 +131,32 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
             "the envelope has no 'data' field", where=where, excerpt=excerpt(body)
         )
     return payload["data"]
+
+
+def _is_html(headers: Mapping[str, str], body: bytes) -> bool:
+    content_type = headers.get("content-type") or headers.get("Content-Type") or ""
+    return content_type.lower().startswith("text/html") or body.lstrip()[:1] == b"<"
+
+
+def _not_the_api(status: int, headers: Mapping[str, str], body: bytes, where: str) -> APIError:
+    """A redirect where the API's JSON belongs: the request never reached the API.
+
+    CometAPI answers a wrong path with a 301 (kling-api.md §2.5), and the client follows no
+    redirect of the API (it would re-send a create, or the key, elsewhere). Nothing was
+    created, and asking again gets the same answer: a final error, not an unreadable answer
+    (which a create would have to treat as "maybe created").
+    """
+    location = headers.get("location") or headers.get("Location")
+    # Only scheme, host and path: a query could carry a token.
+    what = f"a redirect to {location.split('?', 1)[0]}" if location else "a redirect"
+    return error_for_response(
+        status=status,
+        code=None,
+        message=(
+            f"{where}: HTTP {status} with {what} instead of the API's JSON; the request did not "
+            f"reach the API (check base_url and the path). Body starts: {excerpt(body)!r}"
+        ),
+    )
 
 
 def error_from(

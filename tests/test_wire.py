@@ -160,11 +160,47 @@ def test_malformed_task_is_a_typed_error(data: Any, message: str) -> None:
 def test_envelope_errors() -> None:
     """Non-JSON, a missing 'data' and non-objects are typed parse errors."""
     with pytest.raises(kling.ResponseParseError, match="not JSON"):
-        parse_envelope(200, {}, b"<html>", where="w")
+        parse_envelope(200, {}, b'{"code": 0, "data": {"task_id"', where="w")
     with pytest.raises(kling.ResponseParseError, match="no 'data'"):
         parse_envelope(200, {}, b'{"code": 0}', where="w")
     with pytest.raises(kling.ResponseParseError, match="JSON object"):
         parse_envelope(200, {}, b"[1, 2]", where="w")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "says"),
+    [
+        (
+            301,
+            {"Location": "https://www.example.com/?t=secret"},
+            b"<html>moved</html>",
+            "a redirect to https://www.example.com/ instead",
+        ),
+        (302, {}, b"", "a redirect instead"),
+        (307, {"location": "/elsewhere"}, b'{"code": 0, "data": {}', "a redirect to /elsewhere"),
+    ],
+)
+def test_a_redirect_is_a_final_error_not_an_unreadable_answer(
+    status: int, headers: dict[str, str], body: bytes, says: str
+) -> None:
+    """CometAPI answers a wrong path with a 301 (kling-api.md §2.5): the request never reached
+    the API, so it is an APIError that is neither retried nor "maybe created"."""
+    with pytest.raises(kling.APIError) as info:
+        parse_envelope(status, headers, body, where="POST videos/text2video")
+    error = info.value
+    assert says in str(error)
+    assert "secret" not in str(error)
+    assert error.status == status
+    assert not kling.RetryPolicy().should_retry(error, 0)
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Content-Type": "text/html; charset=utf-8"}, {"content-type": "text/plain"}]
+)
+def test_a_web_page_is_an_unreadable_answer_that_names_base_url(headers: dict[str, str]) -> None:
+    """A 200 page may be a proxy's glitch (retried as unreadable); the message suggests the URL."""
+    with pytest.raises(kling.ResponseParseError, match=r"HTML page, not JSON \(is base_url"):
+        parse_envelope(200, headers, b"  <!doctype html><html>", where="w")
 
 
 def test_kling_error_with_http_200() -> None:
