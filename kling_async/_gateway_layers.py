@@ -144,12 +144,24 @@ GATEWAY_KEYS = frozenset(
         "update_time",
         "progress",
         "outputs",
+        "error",
         *dialects.RESULT_URL_KEYS,
     }
 )
 """Every key the walk reads that Kling's legacy task object does not have: an answer holding
 none of them is that object as it is, with nothing to weigh against another layer, and
 ``wire`` reads it directly. A key the walk learns must be added here."""
+
+
+def _error_message(layers: list[Mapping[str, Any]]) -> str | None:
+    """A gateway's ``error: {code, message}`` beside the task (crazyrouter, kling-api.md §2.4)."""
+    for layer in reversed(layers):
+        error = layer.get("error")
+        if isinstance(error, Mapping):
+            message = first(error, "message", "code")
+            if message is not None and message != "":
+                return str(message)
+    return None
 
 
 def normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[str, Any]:
@@ -163,7 +175,8 @@ def normalise_task(data: Mapping[str, Any], kind: TaskKind, where: str) -> dict[
         "task_id": outer_id if outer_id is not None else _layered(layers, "task_id", "id"),
         "upstream_id": inner_id if inner_id is not None and inner_id != outer_id else None,
         "task_status": _status(layers),
-        "task_status_msg": _layered(layers, "task_status_msg", "fail_reason", "message"),
+        "task_status_msg": _layered(layers, "task_status_msg", "fail_reason", "message")
+        or _error_message(layers),
         "external_task_id": first(info, "external_task_id")
         or _layered(layers, "external_task_id", "external_id"),
         "created_at": _layered(layers, "created_at", "create_time", "submit_time"),

@@ -405,6 +405,7 @@ class KlingClient(AsyncClosing):
                     fingerprint=digest,
                     keep_raw=keep_raw,
                     like=like,
+                    asked_id=task_id,
                 )
         if self._book.needs_observing(found):
             await self._book.observe(found)

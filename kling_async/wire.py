@@ -262,6 +262,7 @@ def parse_task(
     fingerprint: bytes | None = None,
     keep_raw: bool = True,
     like: Task | None = None,
+    asked_id: str | None = None,
 ) -> Task:
     """Build a [`Task`][kling_async.models.Task] from any known task payload shape.
 
@@ -272,6 +273,8 @@ def parse_task(
     holds its answer: its images and sound tracks are read from it; so does one whose status is
     unknown). Values equal to those of *like* (the same task as last seen) are taken from it,
     so that the many tasks a scheduler keeps do not each hold copies of what did not change.
+    *asked_id* is the id a by-id query asked for: it stands in for an answer that names no
+    task (crazyrouter answers a query with ``{status, url, error}`` alone, kling-api.md §2.4).
 
     Raises:
         ResponseParseError: naming the missing or malformed field.
@@ -284,6 +287,8 @@ def parse_task(
     if plain is not None:
         return plain
     normalised = normalise_task(data, kind, where)
+    if asked_id and normalised.get("task_id") in (None, ""):
+        normalised["task_id"] = asked_id
     for required in ("task_id", "task_status"):
         if normalised.get(required) in (None, ""):
             raise ResponseParseError(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import kling_async as kling
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.testing import FakeKlingServer
+from kling_async.transport import RawResponse
 from kling_async.wire import fingerprint, parse_envelope, parse_task
 
 from .conftest import client_for
@@ -375,3 +376,68 @@ def test_a_progress_that_is_no_number_is_no_progress(progress: Any) -> None:
     """An infinite progress used to escape as OverflowError; any non-finite one reads as none."""
     record = {"task_id": "t1", "status": "IN_PROGRESS", "progress": progress}
     assert parse_task(record, TEXT_TO_VIDEO).progress is None
+
+
+def test_crazyrouter_answers_name_no_task_and_explain_failure_in_error() -> None:
+    """crazyrouter's ``{code: "success", data: {status, url, error}}`` (kling-api.md §2.4): the
+    id asked for stands in, the lone URL is the video, and ``error.message`` says why it failed."""
+    done = {"code": "success", "data": {"status": "succeeded", "url": VIDEO["url"], "error": None}}
+    task = parse_task(
+        parse_envelope(200, {}, json.dumps(done).encode(), where="w"), TEXT_TO_VIDEO, asked_id="t-1"
+    )
+    assert (task.id, task.status, [v.url for v in task.videos]) == (
+        "t-1",
+        kling.TaskStatus.SUCCEED,
+        [VIDEO["url"]],
+    )
+    failed = {
+        "code": "success",
+        "data": {
+            "task_id": "t-2",
+            "status": "failed",
+            "url": "",
+            "error": {"code": "content_policy", "message": "blocked by moderation"},
+        },
+    }
+    task = parse_task(
+        parse_envelope(200, {}, json.dumps(failed).encode(), where="w"), TEXT_TO_VIDEO
+    )
+    assert (task.id, task.status, task.status_msg) == (
+        "t-2",
+        kling.TaskStatus.FAILED,
+        "blocked by moderation",
+    )
+    with pytest.raises(kling.ResponseParseError, match="no 'task_id'"):
+        parse_task({"status": "succeeded", "url": VIDEO["url"]}, TEXT_TO_VIDEO)  # nothing asked
+
+
+def test_newapi_pro_bare_answers_read_without_an_envelope() -> None:
+    """newapi.pro's ``{task_id, status: "completed", url}`` (kling-api.md §2.4)."""
+    body = json.dumps({"task_id": "n-1", "status": "completed", "url": VIDEO["url"]}).encode()
+    task = parse_task(parse_envelope(200, {}, body, where="w"), TEXT_TO_VIDEO)
+    assert (task.id, task.status, [v.url for v in task.videos]) == (
+        "n-1",
+        kling.TaskStatus.SUCCEED,
+        [VIDEO["url"]],
+    )
+
+
+async def test_get_task_reads_a_query_answer_that_names_no_task() -> None:
+    """Through the client: an answer without an id reads as the task asked for."""
+    answer = {"code": "success", "data": {"status": "processing", "url": ""}}
+    async with kling.KlingClient(api_key="k" * 32, transport=_Canned(answer)) as client:
+        task = await client.get_task("t-9")
+    assert (task.id, task.status) == ("t-9", kling.TaskStatus.PROCESSING)
+
+
+class _Canned:
+    """A transport answering every request with one canned body."""
+
+    def __init__(self, answer: Any) -> None:
+        self.body = json.dumps(answer).encode()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> RawResponse:
+        return RawResponse(200, {"content-type": "application/json"}, self.body)
+
+    async def aclose(self) -> None:
+        pass
