@@ -91,6 +91,8 @@ from .providers import local_emulator as local_emulator
 from .requests import AvatarImageToVideo as AvatarImageToVideo
 from .requests import ImageExpand as ImageExpand
 from .requests import ImageGeneration as ImageGeneration
+from .requests import LegacyLipSync as LegacyLipSync
+from .requests import LipSyncInput as LipSyncInput
 from .requests import MotionControl as MotionControl
 from .requests import MultiImageToImage as MultiImageToImage
 from .requests import MultiImageToVideo as MultiImageToVideo
@@ -140,6 +142,8 @@ __all__ = [
     # the other kinds' requests (kling_async.requests)
     "MultiImageToVideo",
     "VideoEffects",
+    "LegacyLipSync",
+    "LipSyncInput",
     "OmniVideo",
     "AvatarImageToVideo",
     "ImageGeneration",

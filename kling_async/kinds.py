@@ -43,6 +43,7 @@ _OTHERS = (
     TaskKind("omni-video", "videos/omni-video", requests.OmniVideo),
     TaskKind("avatar", "videos/avatar/image2video", requests.AvatarImageToVideo),
     TaskKind("advanced-lip-sync", "videos/advanced-lip-sync", AdvancedLipSync),
+    TaskKind("lip-sync", "videos/lip-sync", requests.LegacyLipSync),
     TaskKind("multi-elements", "videos/multi-elements", MultiElements),
     TaskKind("image-generation", "images/generations", requests.ImageGeneration, "images"),
     TaskKind("virtual-try-on", "images/kolors-virtual-try-on", requests.VirtualTryOn, "images"),

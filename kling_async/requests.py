@@ -22,6 +22,8 @@ __all__ = [
     "ImageExpand",
     "ImageGeneration",
     "ImageRef",
+    "LegacyLipSync",
+    "LipSyncInput",
     "MotionControl",
     "MultiImageToImage",
     "MultiImageToVideo",
@@ -177,6 +179,80 @@ class VideoEffects(_Task):
 
     effect_scene: str | None = attrs.field(default=None, validator=_required_text)
     input: EffectInput | None = attrs.field(default=None, converter=_effect_input)
+
+
+@attrs.frozen(kw_only=True)
+class LipSyncInput:
+    """The ``input`` of the old-form lip-sync: a video, and the words or the sound to sync.
+
+    ``mode="text2video"`` speaks ``text`` (at most 120 characters) in the voice ``voice_id``
+    (``voice_language`` ``"zh"`` or ``"en"``, ``voice_speed`` 0.8 to 2.0);
+    ``mode="audio2video"`` syncs to a sound: ``audio_type="url"`` with ``audio_url``, or
+    ``audio_type="file"`` with ``audio_file`` (raw base64).
+    """
+
+    video_id: str | None = attrs.field(default=None, validator=_fields.text)
+    video_url: str | None = attrs.field(default=None, validator=_fields.text)
+    mode: Literal["text2video", "audio2video"] | None = attrs.field(
+        default=None, validator=_fields.choice("text2video", "audio2video")
+    )
+    text: str | None = attrs.field(default=None, validator=_fields.text)
+    voice_id: str | None = attrs.field(default=None, validator=_fields.text)
+    voice_language: Literal["zh", "en"] | None = attrs.field(
+        default=None, validator=_fields.choice("zh", "en")
+    )
+    voice_speed: float | None = attrs.field(
+        default=None, validator=_fields.number_in(0.8, 2.0, path="input.voice_speed")
+    )
+    audio_type: Literal["file", "url"] | None = attrs.field(
+        default=None, validator=_fields.choice("file", "url")
+    )
+    audio_file: str | None = attrs.field(default=None, validator=_fields.text)
+    audio_url: str | None = attrs.field(default=None, validator=_fields.text)
+
+    def __attrs_post_init__(self) -> None:
+        _one_of(self, "video_id", "video_url")
+        if self.mode is None:
+            raise _fail("mode", 'is required: "text2video" (speak a text) or "audio2video"')
+        if self.mode == "text2video":
+            for name in ("text", "voice_id"):
+                if not getattr(self, name):
+                    raise _fail(name, 'is required with mode "text2video"')
+            if self.text is not None and len(self.text) > _LIP_SYNC_TEXT_MAX:
+                raise _fail("text", f"is longer than {_LIP_SYNC_TEXT_MAX} characters")
+            return
+        if self.audio_type is None:
+            raise _fail("audio_type", 'is required with mode "audio2video": "url" or "file"')
+        needed = "audio_url" if self.audio_type == "url" else "audio_file"
+        if not getattr(self, needed):
+            raise _fail(needed, f'is required with audio_type "{self.audio_type}"')
+
+
+_LIP_SYNC_TEXT_MAX = 120
+
+
+def _lip_sync_input(value: LipSyncInput | Mapping[str, Any] | None) -> LipSyncInput:
+    if value is None:
+        raise _fail("input", "is required: the video and the text or sound to sync")
+    return _fields.nested(LipSyncInput, "input", value)
+
+
+@attrs.frozen(kw_only=True)
+class LegacyLipSync(_Task):
+    """Lip-sync in its old, one-request form (``videos/lip-sync``, kind ``"lip-sync"``).
+
+    Older Kling docs and CometAPI's older page describe it; Kling's current docs describe the
+    two-step [`lip_sync`][kling_async.lipsync.lip_sync] instead. It "belongs to the sub-task":
+    send it from the account that made the video.
+
+    Example:
+        >>> request = LegacyLipSync(input={"video_id": "v1", "mode": "audio2video",
+        ...     "audio_type": "url", "audio_url": "https://example.com/a.mp3"})
+        >>> request.input.audio_type
+        'url'
+    """
+
+    input: LipSyncInput | None = attrs.field(default=None, converter=_lip_sync_input)
 
 
 @attrs.frozen

@@ -33,6 +33,9 @@ REQUESTS: dict[str, Any] = {
         session_id="session-0123456789abcdef",
         face_choose=[{"face_id": "0", "audio_id": "a-1", "sound_end_time": 3000}],
     ),
+    "lip-sync": req.LegacyLipSync(
+        input={"video_id": "v-1", "mode": "text2video", "text": "Hello", "voice_id": "voice-1"}
+    ),
     "multi-elements": MultiElements(
         session_id="session-0123456789abcdef",
         edit_mode="removal",
@@ -377,3 +380,57 @@ async def test_a_batch_saves_each_kind_with_its_suffix(
     assert result.ok
     assert [path.name for path in result.files] == ["video.mp4", "image.png", "sound.mp3"]
     assert result.files[1].read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("sync", "says"),
+    [
+        (
+            {"mode": "text2video", "text": "Hi", "voice_id": "v"},
+            "exactly one of video_id, video_url",
+        ),
+        ({"video_id": "v-1"}, "mode"),
+        ({"video_id": "v-1", "mode": "text2video", "voice_id": "v"}, "text"),
+        ({"video_id": "v-1", "mode": "text2video", "text": "x" * 121, "voice_id": "v"}, "120"),
+        ({"video_id": "v-1", "mode": "audio2video"}, "audio_type"),
+        ({"video_id": "v-1", "mode": "audio2video", "audio_type": "url"}, "audio_url"),
+        ({"video_id": "v-1", "mode": "sing"}, "mode"),
+        (
+            {
+                "video_url": "https://cdn.test/v.mp4",
+                "mode": "text2video",
+                "text": "Hi",
+                "voice_id": "v",
+                "voice_speed": 3,
+            },
+            "voice_speed",
+        ),
+    ],
+)
+def test_the_old_lip_sync_is_checked_before_sending(sync: dict[str, Any], says: str) -> None:
+    """kling-api.md §1.2: a video, then a text in a voice or a sound of the named type."""
+    with pytest.raises(kling.ValidationError, match=says):
+        req.LegacyLipSync(input=sync)
+
+
+def test_the_old_lip_sync_body_nests_its_fields_in_input() -> None:
+    body = kling.wire.request_body(
+        req.LegacyLipSync(
+            input={
+                "video_url": "https://cdn.test/v.mp4",
+                "mode": "audio2video",
+                "audio_type": "url",
+                "audio_url": "https://cdn.test/a.mp3",
+            },
+            external_task_id="e-1",
+        )
+    )
+    assert body == {
+        "input": {
+            "video_url": "https://cdn.test/v.mp4",
+            "mode": "audio2video",
+            "audio_type": "url",
+            "audio_url": "https://cdn.test/a.mp3",
+        },
+        "external_task_id": "e-1",
+    }

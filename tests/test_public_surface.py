@@ -67,6 +67,8 @@ SURFACE = [
     "KLING_STANDARD",
     "KlingClient",
     "KlingError",
+    "LegacyLipSync",
+    "LipSyncInput",
     "MissingResultError",
     "ModelRuleError",
     "MotionControl",

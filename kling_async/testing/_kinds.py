@@ -259,6 +259,27 @@ def validate_effects(body: Body, rules: Validation) -> None:
     _check_callback_fields(body, rules)
 
 
+def validate_lip_sync(body: Body, rules: Validation) -> None:
+    """lip-sync (old form): an input with a video and a text in a voice, or a sound."""
+    sync = body.get("input")
+    if not isinstance(sync, dict):
+        raise InvalidParameterError("input: must not be null")
+    _exactly_one(sync, "video_id", "video_url")
+    _check_enum(sync, "mode", ("text2video", "audio2video"))
+    if sync.get("mode") == "text2video":
+        _check_string(sync, "text", required=True, max_len=120)
+        _check_string(sync, "voice_id", required=True)
+        _check_enum(sync, "voice_language", ("zh", "en"))
+    elif sync.get("mode") == "audio2video":
+        _check_enum(sync, "audio_type", ("file", "url"))
+        _check_string(
+            sync, "audio_url" if sync.get("audio_type") == "url" else "audio_file", required=True
+        )
+    else:
+        raise InvalidParameterError("input.mode: must not be null")
+    _check_callback_fields(body, rules)
+
+
 def validate_omni_video(body: Body, rules: Validation) -> None:
     """omni-video: the omni models only, a prompt, reference lists of objects."""
     _check_models(body, ("kling-video-o1", "kling-v3-omni"))
@@ -434,6 +455,7 @@ OTHER_KINDS: tuple[KindSpec, ...] = (
         "ADVANCED_LIP_SYNC",
         validate_advanced_lip_sync,
     ),
+    KindSpec("lip-sync", "videos/lip-sync", "LIP_SYNC", validate_lip_sync),
     KindSpec("multi-elements", "videos/multi-elements", "MULTI_ELEMENTS", validate_multi_elements),
     KindSpec(
         "image-generation", "images/generations", "GENERATIONS", validate_image_generation, "images"
