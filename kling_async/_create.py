@@ -272,7 +272,7 @@ class CreateProtocol:
             return None
         # Released twice does nothing: create() may release it again on the way out.
         await state.hold.release()
-        await self._clock.sleep(self._retry.delay(min(retries, 4), exc.retry_after))
+        await self._clock.sleep(self._retry.concurrency_delay(min(retries, 4), exc.retry_after))
         # The slot limit just shrank to what is running: waiting for a slot is part of the
         # wait that the cap bounds.
         remaining = None if limit is None else max(0.0, first_1303 + limit - self._clock.now())

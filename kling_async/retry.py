@@ -91,6 +91,24 @@ class RetryPolicy:
         raw = min(self.cap, self.base * 2.0**retries_done)
         return raw * (1.0 - self.jitter * (rng or random).random())
 
+    def concurrency_delay(
+        self, retries_done: int, retry_after: float | None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait before re-queueing a create after its ``retries_done + 1``-th 1303.
+
+        As [`delay`][kling_async.retry.RetryPolicy.delay], but the jitter adds to the computed
+        delay instead of taking from it: Kling recommends at least one second before the first
+        retry of a 1303 (kling-api.md §6), which the default one-second ``base`` then keeps.
+
+        Examples:
+            >>> 1.0 <= RetryPolicy().concurrency_delay(0, retry_after=None) <= 1.25
+            True
+        """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        raw = min(self.cap, self.base * 2.0**retries_done)
+        return raw * (1.0 + self.jitter * (rng or random).random())
+
     def attempts(
         self,
         clock: Clock,

@@ -8,6 +8,7 @@ submission waits for a slot are measured in virtual seconds.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,6 +110,21 @@ async def test_a_1303_then_a_slot_creates_once() -> None:
         assert task.id == "t-1"
         assert [when for when, _, _ in transport.sent] == [0.0, 1.0, 3.0]
         assert client.slots.in_use == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_the_first_wait_after_a_1303_is_at_least_a_second(seed: int) -> None:
+    """kling-api.md §6: "recommended initial delay >= 1 second". With the default policy and
+    its jitter, each re-queue waits at least the computed back-off (1 s, then 2 s), never less."""
+    clock = FakeClock()
+    answers = iter([_too_many(), _too_many(), _ok(_task("t-1"))])
+    transport = Scripted(clock, lambda method, url, body: next(answers))
+    random.seed(seed)
+    async with clock.autojump(), _client(clock, transport) as client:
+        await client.text_to_video("fits at last")
+    first, second, third = (when for when, _, _ in transport.sent)
+    assert 1.0 <= second - first <= 1.25
+    assert 2.0 <= third - second <= 2.5
 
 
 async def test_waiting_submitters_refresh_unwatched_tasks_on_virtual_time() -> None:
