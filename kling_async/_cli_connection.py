@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,6 +51,13 @@ class Connection:
                 for field in attrs.fields(Connection)
             }
         )
+
+    def repeatable(self) -> str:
+        """The options to give another command for the same API: never a key or a secret."""
+        parts = [f"--provider {shlex.quote(self.provider)}"] if self.provider else []
+        if self.base_url:
+            parts.append(f"--base-url {shlex.quote(self.base_url)}")
+        return " ".join(parts)
 
     def resolve(self) -> tuple[Provider, str | None]:
         """The provider, and the base URL to hand to the client (``None``: the provider's)."""

@@ -24,6 +24,7 @@ from .models import Result, Task
 
 __all__ = [
     "Target",
+    "check_destination",
     "discard",
     "finish",
     "open_part",
@@ -129,6 +130,43 @@ async def resolve(
         ) from None
     except OSError as exc:
         raise StorageError.from_os_error(os.fspath(dest), exc, action="cannot create") from None
+
+
+def _check_destination(dest: str | os.PathLike[str]) -> None:
+    text = os.fspath(dest)
+    path = Path(text)
+    folder = text.endswith((os.sep, os.altsep or os.sep)) or path.is_dir()
+    if not folder and (path.exists() or path.is_symlink()):
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise StorageError(
+                text, "it exists and is not a regular file", action="will not replace"
+            )
+    # The nearest folder that exists is where the missing ones would be made.
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(text, f"{existing} is a file, not a folder", action="cannot create")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(text, f"{existing} is not writable", action="cannot write")
+
+
+async def check_destination(dest: str | os.PathLike[str]) -> None:
+    """Refuse, before anything is paid for, a destination a download could not write to.
+
+    What [`resolve`][kling_async._download_files.resolve] would meet later, checked without
+    creating anything: a folder in the way is a file, a folder cannot be written, or the file
+    named is a device or a pipe.
+
+    Raises:
+        StorageError: naming the path and the reason.
+        TypeError: *dest* is not a path.
+    """
+    try:
+        await anyio.to_thread.run_sync(_check_destination, dest)
+    except OSError as exc:
+        raise StorageError.from_os_error(os.fspath(dest), exc, action="cannot write") from None
 
 
 def open_part(part: Path, offset: int) -> IO[bytes]:

@@ -17,6 +17,7 @@ is the command table: one function per command under its click options, read as 
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from ._cli_run import (
     run,
     stdout_console,
 )
+from ._download_files import check_destination
 from .batch import Batch, BatchResult
 from .cli_postgres import format_status, journal_status, run_worker
 from .client import KlingClient
@@ -112,7 +114,13 @@ def cli(ctx: click.Context, /, verbose: bool, **given: Any) -> None:
     show_default=True,
     help="A file (out.mp4), or a folder: an existing one or a name ending in /.",
 )
-@click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1800.0,
+    show_default=True,
+    help="Seconds to wait.",
+)
 @connection_options
 @click.pass_context
 def generate(
@@ -161,7 +169,8 @@ def generate(
             task_id = submitted[0]
             return (
                 f"interrupted; task {task_id} keeps running on the server: check it with "
-                f"kling-async status {task_id} (running generate again pays for a new task)"
+                f"{status_hint(task_id, kind, connection)} (running generate again pays for a "
+                "new task)"
             )
         return (
             "interrupted while submitting; a task may have been created "
@@ -169,20 +178,32 @@ def generate(
         )
 
     code = run(
-        _generate(connection, request, output, timeout, console, submitted),
+        _generate(connection, request, kind, output, timeout, console, submitted),
         on_interrupt=interrupted,
     )
     ctx.exit(code)
 
 
+def status_hint(task_id: str, kind: str, connection: Connection) -> str:
+    """The ``kling-async status`` line that finds *task_id* again, on the same API."""
+    words = ["kling-async status", shlex.quote(task_id)]
+    if kind != "text2video":
+        words.append(f"--kind {kind}")
+    options = connection.repeatable()
+    return " ".join([*words, options] if options else words)
+
+
 async def _generate(
     connection: Connection,
     request: TaskRequest,
+    kind: str,
     output: str,
     timeout: float,
     console: Console,
     submitted: list[str],
 ) -> int:
+    # Before anything is paid for: a destination that cannot be written fails now.
+    await check_destination(output)
     async with connection.client() as client:
 
         def note_task(event: Event) -> None:
@@ -196,18 +217,24 @@ async def _generate(
         client.events.add(display.event)
         with display:
             task = await client.submit(request)
+            hint = status_hint(task.id, kind, connection)
             try:
                 done = await client.wait(task, timeout=timeout)
             except TaskFailedError as exc:
                 display.note(f"task {task.id} failed: {exc.task.status_msg or 'no reason given'}")
                 return 1
             except WaitTimeoutError:
-                display.note(
-                    f"task {task.id} is still running; check it with: kling-async status {task.id}"
-                )
+                display.note(f"task {task.id} is still running; check it with: {hint}")
                 return 1
+            except KlingError:
+                display.note(f"task {task.id} was created; check it with: {hint}")
+                raise
             display.note("downloading")
-            path = await client.download(done, output)
+            try:
+                path = await client.download(done, output)
+            except KlingError:
+                display.note(f"task {task.id} succeeded; its video URLs: {hint}")
+                raise
     console.print(f"saved {path.resolve()}", highlight=False, markup=False)
     return 0
 

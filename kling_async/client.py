@@ -32,6 +32,7 @@ from ._by_ids import fetch_by_ids, fetch_one
 from ._closing import AsyncClosing
 from ._config import build_auth, check_options, resolve_provider
 from ._create import Created, CreateOutcome, CreateProtocol
+from ._download_files import check_destination
 from ._fanout import submit_all
 from ._listing import LIST_PAGE_SIZE, NoListRoute, fetch_by_listing
 from ._pipeline import UNCHANGED, RequestPipeline
@@ -920,9 +921,15 @@ class KlingClient(AsyncClosing):
             timeout: seconds to wait for the task to finish.
             **fields: request fields, only with a text prompt.
 
+        Everything that can be checked before the task is paid for is: the request, *timeout*
+        and whether *to* can be written. An error raised after the task was created carries a
+        note with its id (``exc.__notes__``), to fetch it again with
+        [`get_task`][kling_async.client.KlingClient.get_task].
+
         Raises:
             TaskFailedError: the task failed.
             WaitTimeoutError: it did not finish within *timeout* (it keeps running).
+            StorageError: *to* cannot be written (before anything is sent).
 
         Example::
 
@@ -934,9 +941,35 @@ class KlingClient(AsyncClosing):
             raise ConfigurationError("generate(request, ...) takes no extra fields")
         else:
             request = prompt
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds or None, got {timeout!r}"
+            )
+        try:
+            await check_destination(to)
+        except TypeError:
+            raise ConfigurationError(f"to must be a path, got {type(to).__name__}") from None
         task = await self.submit(request)
-        done = await self.wait(task, timeout=timeout)
-        return await self.download(done, to)
+        try:
+            done = await self.wait(task, timeout=timeout)
+            return await self.download(done, to)
+        except KlingError as exc:
+            _note(
+                exc,
+                f"task {task.id} ({task.kind.name}) was created: fetch it again with "
+                f"get_task({task.id!r}, {task.kind.name!r})",
+            )
+            raise
+
+
+def _note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10 (which keeps but does not print notes)."""
+    # setattr: typeshed declares __notes__ only from Python 3.11 on.
+    setattr(error, "__notes__", [*getattr(error, "__notes__", ()), note])  # noqa: B010
 
 
 def new_external_task_id() -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import kling_async as kling
-from kling_async.testing import FakeKlingServer
+from kling_async.testing import FakeKlingServer, Timeline
 from kling_async.testing.__main__ import DEFAULT_API_KEY, main, usage_lines
 
 from .cli_support import API_KEY, invoke
@@ -228,3 +228,36 @@ def test_generate_image_mistakes_are_one_line_before_any_request(
     assert words in result.output
     assert "Traceback" not in result.output
     assert emulator.requests_to("api") == []
+
+
+def test_generate_refuses_a_bad_timeout_or_output_before_paying(
+    emulator: FakeKlingServer, tmp_path: Path
+) -> None:
+    """A mistake in --timeout or -o is found before the task is created, not after it is paid."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args in (["--timeout", "0"], ["--timeout", "-5"], ["-o", f"{blocker}/videos/"]):
+        result = invoke([*_connect(emulator), "generate", "a cat", *args])
+        assert result.exit_code != 0, (args, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) <= 4, result.output
+    assert emulator.tasks == {}
+    assert "a-file is a file, not a folder" in result.output
+
+
+def test_a_timed_out_generate_names_a_status_command_that_finds_the_task(
+    emulator: FakeKlingServer, tmp_path: Path
+) -> None:
+    """The hint repeats the kind and where the API is (never the key), so it works as pasted."""
+    emulator.timeline = Timeline(queue_seconds=1e9)
+    image = _png_file(tmp_path / "cat.png", 320, 320)
+    args = ["generate", "waves", "--kind", "image2video", "--image", str(image)]
+    result = invoke([*_connect(emulator), *args, "--timeout", "0.3", "-o", f"{tmp_path}/"])
+    assert result.exit_code == 1, result.output
+    (task_id,) = emulator.tasks
+    hint = f"kling-async status {task_id} --kind image2video --provider emulator --base-url {emulator.url}"
+    assert hint in " ".join(result.output.split()), result.output
+    assert API_KEY not in result.output
+    status = invoke([*shlex.split(hint.removeprefix("kling-async ")), "--api-key", API_KEY])
+    assert status.exit_code == 0, status.output
+    assert "submitted" in status.output

@@ -549,3 +549,34 @@ async def test_what_the_client_was_built_with_cannot_be_reassigned(name: str) ->
     assert client.max_active_tasks == 3
     assert client.timeout == 7.0
     await client.aclose()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "60"])
+async def test_generate_checks_its_timeout_before_paying(
+    client: kling.KlingClient, server: FakeKlingServer, bad: object
+) -> None:
+    with pytest.raises(kling.ConfigurationError, match="timeout must be a positive number"):
+        await client.generate("a cat", timeout=bad)  # type: ignore[arg-type]
+    assert server.tasks == {}
+
+
+async def test_generate_checks_its_destination_before_paying(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(kling.StorageError, match="is a file, not a folder"):
+        await client.generate("a cat", to=blocker / "videos" / "cat.mp4")
+    with pytest.raises(kling.ConfigurationError, match="to must be a path"):
+        await client.generate("a cat", to=42)  # type: ignore[arg-type]
+    assert server.tasks == {}
+
+
+async def test_an_error_after_generate_created_the_task_names_it(server: FakeKlingServer) -> None:
+    """The task is paid for: the error says which one it was, to fetch it again."""
+    server.timeline = Timeline(queue_seconds=1e9)
+    async with client_for(server) as client:
+        with pytest.raises(kling.WaitTimeoutError) as info:
+            await client.generate("a cat", timeout=0.2)
+    (task_id,) = server.tasks
+    assert any(task_id in note and "get_task" in note for note in info.value.__notes__)
