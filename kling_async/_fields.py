@@ -18,6 +18,7 @@ import attrs
 from .errors import ValidationError
 
 __all__ = [
+    "callback",
     "carried",
     "choice",
     "describe",
@@ -73,6 +74,17 @@ def text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """``None`` or a string."""
     if value is not None and not isinstance(value, str):
         raise fail(attribute.name, f"must be a string, got {describe(value)}")
+
+
+def callback(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """``None``, or the http(s) URL the server posts task updates to."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise fail(attribute.name, f"must be an http(s) URL, got {describe(value)}")
+    scheme, separator, rest = value.strip().partition("://")
+    if not separator or scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+        raise fail(attribute.name, "must be an http(s) URL with a host (the server posts to it)")
 
 
 def flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -137,8 +149,22 @@ def image(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise fail(
             attribute.name, f"must be an image URL or raw base64 text, got {describe(value)}"
         )
-    if value.lstrip().lower().startswith("data:"):
+    text = value.strip()
+    if text.lower().startswith("data:"):
         raise fail(attribute.name, "must be raw base64 without a 'data:...;base64,' prefix")
+    scheme, separator, _ = text[:16].partition("://")
+    if separator:
+        if scheme.lower() not in ("http", "https"):
+            raise fail(
+                attribute.name, f"must be an http(s) URL or raw base64, got a {scheme}:// URL"
+            )
+    elif "." in text:
+        # No base64 alphabet has a dot: this is a file name, which the server cannot read.
+        raise fail(
+            attribute.name,
+            f"{text[:60]!r} looks like a file path, not a URL or base64: pass "
+            "pathlib.Path(...) to image_to_video, or the file's bytes base64-encoded",
+        )
 
 
 def _rename(error: ValidationError, old: str, new: str) -> ValidationError:

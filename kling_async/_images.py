@@ -50,8 +50,15 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _decoded(compact: str) -> bytes:
+    try:
+        return base64.b64decode(compact[: len(compact) - len(compact) % 4], validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def image_problem(text: str) -> str | None:
-    """What is wrong with a base64 image, or ``None`` (also for URLs and unreadable headers)."""
+    """What is wrong with a base64 image, or ``None`` (also for URLs, which are not fetched)."""
     if _looks_like_url(text):
         return None
     compact = "".join(text.split())
@@ -67,13 +74,19 @@ def image_problem(text: str) -> str | None:
     except (binascii.Error, ValueError):
         return "is neither a URL nor valid base64"
     if data.startswith(_PNG):
+        # IHDR comes first in every PNG: without it the file is cut short or not a PNG.
         dimensions = _png_size(data)
+        if dimensions is None:
+            return "is not a complete PNG image (no size header after its signature)"
     elif data.startswith(_JPEG):
         dimensions = _jpeg_size(data)
+        if dimensions is None and len(compact) > len(head):
+            # Large metadata blocks can put the frame header past the first 48 KB.
+            dimensions = _jpeg_size(_decoded(compact))
+        if dimensions is None:
+            return "is not a complete JPG image (no frame header with its size)"
     else:
         return "must be a JPG or PNG image"
-    if dimensions is None:
-        return None  # a header we cannot read: let the server judge
     width, height = dimensions
     if min(width, height) < MIN_SIDE:
         return f"is {width}x{height} px; each side must be at least {MIN_SIDE} px"

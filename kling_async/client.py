@@ -882,16 +882,19 @@ class KlingClient(AsyncClosing):
     # -- shortcuts -------------------------------------------------------------------------
 
     async def image_to_video(
-        self, image: str | os.PathLike[str], prompt: str | None = None, **fields: Any
+        self, image: str | bytes | os.PathLike[str], prompt: str | None = None, **fields: Any
     ) -> Task:
         """Shorthand for ``submit(ImageToVideo(image=..., prompt=prompt, **fields))``.
 
         Args:
-            image: an image URL or raw base64 text, or the path of a local image file (a
-                ``Path`` or other path object, not a ``str``), which is read and
-                sent as base64.
+            image: an http(s) image URL or raw base64 text; the path of a local image file (a
+                ``Path`` or other path object, not a ``str``), which is read and sent as
+                base64; or the image's bytes, sent as base64.
             prompt: what should happen in the video.
             **fields: any other [`ImageToVideo`][kling_async.models.ImageToVideo] field.
+
+        Raises:
+            ValidationError: *image* is none of these, or a file that cannot be read.
 
         Example::
 
@@ -899,9 +902,23 @@ class KlingClient(AsyncClosing):
         """
         if isinstance(image, str):
             encoded = image
-        else:
-            data = await anyio.Path(image).read_bytes()
+        elif isinstance(image, bytes | bytearray | memoryview):
+            encoded = base64.b64encode(image).decode("ascii")
+        elif isinstance(image, os.PathLike):
+            try:
+                data = await anyio.Path(image).read_bytes()
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise ValidationError(
+                    "image", f"cannot read {os.fspath(image)!r}: {reason}"
+                ) from None
             encoded = base64.b64encode(data).decode("ascii")
+        else:
+            raise ValidationError(
+                "image",
+                "must be an http(s) URL, raw base64 text, a pathlib.Path or bytes, got "
+                f"{type(image).__name__}",
+            )
         return await self.submit(ImageToVideo(image=encoded, prompt=prompt, **fields))
 
     async def generate(

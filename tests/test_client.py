@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
 import pickle
+import struct
 import time
 from pathlib import Path
 
@@ -580,3 +582,26 @@ async def test_an_error_after_generate_created_the_task_names_it(server: FakeKli
             await client.generate("a cat", timeout=0.2)
     (task_id,) = server.tasks
     assert any(task_id in note and "get_task" in note for note in info.value.__notes__)
+
+
+async def test_image_to_video_takes_bytes_and_words_bad_inputs(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
+) -> None:
+    """Bytes are sent as base64; a missing file, a folder or a number is a ValidationError
+    naming the image, never a bare OSError or TypeError."""
+    png = _png_bytes(400, 400)
+    task = await client.image_to_video(png, "it waves")
+    assert server.tasks[task.id].body["image"] == base64.b64encode(png).decode()
+    for bad, says in [
+        (tmp_path / "missing.png", "cannot read"),
+        (tmp_path, "cannot read"),
+        (42, "got int"),
+    ]:
+        with pytest.raises(kling.ValidationError, match=says):
+            await client.image_to_video(bad, "x")  # type: ignore[arg-type]
+    assert len(server.tasks) == 1
+
+
+def _png_bytes(width: int, height: int) -> bytes:
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+    return header + struct.pack(">II", width, height) + b"\x08\x02\0\0\0" + b"\0" * 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 
 import pytest
@@ -25,6 +26,15 @@ def _jpeg(width: int, height: int) -> str:
     return base64.b64encode(b"\xff\xd8" + app0 + sof).decode()
 
 
+def _jpeg_after_metadata(metadata: int, width: int, height: int) -> str:
+    """A JPG whose frame header lies past *metadata* bytes of APP1 blocks."""
+    blocks = b""
+    while len(blocks) < metadata:
+        blocks += b"\xff\xe1" + struct.pack(">H", 65000) + b"\0" * 64998
+    sof = b"\xff\xc0" + struct.pack(">HBHH", 17, 8, height, width) + b"\0" * 10
+    return base64.b64encode(b"\xff\xd8" + blocks + sof).decode()
+
+
 @pytest.mark.parametrize(
     ("image", "words"),
     [
@@ -32,6 +42,8 @@ def _jpeg(width: int, height: int) -> str:
         (_jpeg(1000, 300), "1:2.5 and 2.5:1"),
         (base64.b64encode(b"GIF89a" + b"\0" * 30).decode(), "JPG or PNG"),
         ("not base64 at all!", "neither a URL nor valid base64"),
+        (base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 4).decode(), "not a complete PNG"),
+        (base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF").decode(), "not a complete JPG"),
     ],
 )
 def test_bad_base64_images_are_refused_by_rule(image: str, words: str) -> None:
@@ -49,11 +61,12 @@ def test_bad_base64_images_are_refused_by_rule(image: str, words: str) -> None:
         _png(300, 750),
         _jpeg(1280, 720),
         "https://cdn.test/cat.gif",
-        base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 4).decode(),
+        _jpeg_after_metadata(60_000, 800, 600),
     ],
 )
 def test_good_or_unknowable_images_pass(image: str) -> None:
-    """Good images, URLs (cannot be checked without fetching) and unreadable headers pass."""
+    """Good images (a JPG's size read past large metadata too) and URLs (which cannot be
+    checked without fetching them) pass."""
     assert image_problem(image) is None
     kling.RequestLimits().check(kling.VirtualTryOn(human_image=_jpeg(600, 800), cloth_image=image))
 
@@ -62,3 +75,30 @@ def test_too_large_image() -> None:
     """More than 10 MB of image is refused without decoding it all."""
     huge = "A" * (MAX_BYTES // 3 * 4 + 8)
     assert "at most 10 MB" in (image_problem(huge) or "")
+
+
+def test_a_jpg_whose_size_lies_past_its_metadata_is_still_checked() -> None:
+    assert "at least 300 px" in (image_problem(_jpeg_after_metadata(60_000, 200, 900)) or "")
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        ("ftp://example.com/cat.png", "http(s) URL or raw base64, got a ftp:// URL"),
+        ("file:///etc/passwd", "got a file:// URL"),
+        ("cat.png", "looks like a file path"),
+        ("./photos/cat.jpeg", "pass pathlib.Path"),
+    ],
+)
+def test_an_image_that_is_no_http_url_nor_base64_is_refused_outright(
+    image: str, words: str
+) -> None:
+    """Not a documentation rule to relax: the server cannot fetch these."""
+    with pytest.raises(kling.ValidationError, match=re.escape(words)):
+        kling.ImageToVideo(image=image)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "example.com/hook", "https://", ""])
+def test_a_callback_url_must_be_http_with_a_host(url: str) -> None:
+    with pytest.raises(kling.ValidationError, match=r"callback_url: must be an http\(s\) URL"):
+        kling.TextToVideo(prompt="x", callback_url=url)

@@ -98,6 +98,7 @@ _BASE: dict[str, dict[str, Any]] = {
     "effects": {"effect_scene": "hug", "input": {"image": _IMAGE}},
     "omni-video": {"prompt": "x", "image_list": [{"image_url": _IMAGE}]},
     "avatar": {"image": _IMAGE, "audio_id": "a1"},
+    "lip-sync": {"input": {"video_id": "v1", "mode": "text2video", "text": "hi", "voice_id": "v"}},
     "advanced-lip-sync": {
         "session_id": "session-1",
         "face_choose": [{"face_id": "0", "audio_id": "a", "sound_end_time": 3000}],
