@@ -107,6 +107,29 @@ def test_a_busy_port_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) 
     assert "--port 0" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "70000"], "--port: a port is 0 to 65535"),
+        (["--cdn-port", "-1"], "--cdn-port: a port is 0 to 65535"),
+        (["--fail-rate", "2"], "--fail-rate: must be from 0 to 1, got 2"),
+        (["--queue-seconds", "nan"], "--queue-seconds: must be at least 0, got nan"),
+        (["--max-active", "0"], "--max-active: must be at least 1, got 0"),
+    ],
+)
+def test_an_impossible_emulator_option_is_an_error_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.splitlines()[-1].startswith(
+        f"python -m kling_async.testing: error: argument {says}"
+    )
+
+
 def test_generate_into_a_folder_named_with_a_slash(
     emulator: FakeKlingServer, tmp_path: Path
 ) -> None:

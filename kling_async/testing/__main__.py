@@ -12,9 +12,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._config import Faults, Timeline
 from ._http import LOCAL_HOSTS
@@ -26,26 +28,51 @@ DEFAULT_API_KEY = "test-key"
 """The key the emulator accepts unless told another with ``--api-key``."""
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), got {port}")
+    return port
+
+
+def _number(low: float, high: float = math.inf, *, whole: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number in [low, high] (a typo is an error line, not a traceback)."""
+
+    def parse(text: str) -> float | int:
+        value: float | int = int(text) if whole else float(text)
+        if not (math.isfinite(value) and low <= value <= high):
+            bound = f"from {low:g} to {high:g}" if math.isfinite(high) else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = "whole number" if whole else "number"  # argparse's "invalid <name> value"
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m kling_async.testing", description="Run a local Kling API emulator."
     )
     parser.add_argument("--host", default="127.0.0.1", choices=sorted(LOCAL_HOSTS))
-    parser.add_argument("--port", type=int, default=8765, help="API port (0: any free port)")
-    parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (0: any free port)")
+    parser.add_argument("--port", type=_port, default=8765, help="API port (0: any free port)")
+    parser.add_argument("--cdn-port", type=_port, default=0, help="CDN port (0: any free port)")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--access-key", default=None, help="accept JWTs issued for this key")
     parser.add_argument("--secret-key", default=None, help="HS256 secret for --access-key")
-    parser.add_argument("--queue-seconds", type=float, default=2.0)
-    parser.add_argument("--processing-seconds", type=float, default=8.0)
-    parser.add_argument("--fail-rate", type=float, default=0.0)
-    parser.add_argument("--max-active", type=int, default=None, help="task slots (429/1303)")
-    parser.add_argument("--rate", type=float, default=None, help="requests/s (429/1302)")
-    parser.add_argument("--fault-rate", type=float, default=0.0, help="random fault probability")
+    parser.add_argument("--queue-seconds", type=_number(0), default=2.0)
+    parser.add_argument("--processing-seconds", type=_number(0), default=8.0)
+    parser.add_argument("--fail-rate", type=_number(0, 1), default=0.0)
+    parser.add_argument(
+        "--max-active", type=_number(1, whole=True), default=None, help="task slots (429/1303)"
+    )
+    parser.add_argument("--rate", type=_number(1e-9), default=None, help="requests/s (429/1302)")
+    parser.add_argument(
+        "--fault-rate", type=_number(0, 1), default=0.0, help="random fault probability"
+    )
     parser.add_argument(
         "--create-answer-delay",
-        type=float,
+        type=_number(0),
         default=0.0,
         help="seconds each create's answer is held after the task is recorded",
     )
