@@ -15,10 +15,12 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
+from ._urls import hide_token
 from .errors import ValidationError
 
 __all__ = [
     "callback",
+    "callback_repr",
     "carried",
     "choice",
     "describe",
@@ -85,6 +87,11 @@ def callback(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     scheme, separator, rest = value.strip().partition("://")
     if not separator or scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
         raise fail(attribute.name, "must be an http(s) URL with a host (the server posts to it)")
+
+
+def callback_repr(value: object) -> str:
+    """The repr of a ``callback_url`` field: its token hidden (reprs end up in logs)."""
+    return repr(hide_token(value) if isinstance(value, str) else value)
 
 
 def flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:

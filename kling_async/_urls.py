@@ -1,8 +1,31 @@
-"""What counts as a downloadable URL in a task answer: an ``http://`` or ``https://`` one."""
+"""What counts as a downloadable URL in a task answer (an ``http://`` or ``https://`` one), and
+how a callback URL is shown without its secret token."""
 
 from __future__ import annotations
 
-__all__ = ["http_url", "is_http_url"]
+import re
+
+__all__ = ["HIDDEN", "TOKEN_PARAM", "hide_token", "http_url", "is_http_url"]
+
+TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
+"""The query parameter of a callback URL that carries the receiver's secret token."""
+
+HIDDEN = "<redacted>"
+"""What a hidden token is replaced with."""
+
+# The value ends where a query value does, or at a quote or space (a URL inside JSON or text).
+_TOKEN_VALUE = re.compile(rf"([?&;]{TOKEN_PARAM}=)[^&;#\"'\s]*")
+
+
+def hide_token(url: str) -> str:
+    """*url* with its callback token replaced: what reprs show and journals keep.
+
+    Examples:
+        >>> hide_token("https://example.com/hook?a=1&token=s3cret")
+        'https://example.com/hook?a=1&token=<redacted>'
+    """
+    return _TOKEN_VALUE.sub(rf"\g<1>{HIDDEN}", url) if TOKEN_PARAM in url else url
+
 
 _SCHEMES = ("https://", "http://")
 

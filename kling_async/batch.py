@@ -37,6 +37,7 @@ from ._batch_files import file_name_for_key, file_ok, prepare_folder
 from ._batch_result import BatchResult
 from ._batch_room import Room
 from ._create import Created, CreateOutcome, Uncertain, canonical_json, id_taken
+from ._urls import hide_token
 from .client import KlingClient, new_external_task_id
 from .errors import (
     AccountError,
@@ -198,7 +199,10 @@ class Batch:
         request_json = self._check(items)
         known = {entry.key: entry for entry in await self._journal.entries()}
         changed = [
-            key for key, _ in items if key in known and known[key].request_json != request_json[key]
+            key
+            for key, _ in items
+            # hide_token: journals written before tokens were hidden still match.
+            if key in known and hide_token(known[key].request_json) != request_json[key]
         ]
         if changed:
             shown = ", ".join(repr(key) for key in changed[:5])

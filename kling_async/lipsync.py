@@ -95,7 +95,9 @@ class AdvancedLipSync:
 
     session_id: str | None = attrs.field(default=None, validator=_required_text)
     face_choose: tuple[FaceChoice, ...] | None = attrs.field(default=None, converter=_faces)
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
     relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_fields.rule_names)
 
@@ -120,7 +122,9 @@ class LipSync:
     sound_volume: float | None = attrs.field(default=None, validator=_VOLUME)
     original_audio_volume: float | None = attrs.field(default=None, validator=_VOLUME)
     face_index: int = attrs.field(default=0, converter=_face_index)
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
 
     def __attrs_post_init__(self) -> None:

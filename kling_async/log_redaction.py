@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ._urls import HIDDEN
 from .webhooks import TOKEN_PARAM
 
 __all__ = ["ACCESS_LOGGERS", "REDACTED", "TokenRedactingFilter", "redact_access_logs"]
@@ -27,7 +28,7 @@ __all__ = ["ACCESS_LOGGERS", "REDACTED", "TokenRedactingFilter", "redact_access_
 ACCESS_LOGGERS: tuple[str, ...] = ("uvicorn.access", "aiohttp.access")
 """The access loggers of uvicorn and ``aiohttp.web``."""
 
-REDACTED = "<redacted>"
+REDACTED = HIDDEN
 """What a token is replaced with."""
 
 # Attributes every LogRecord has: only those added through ``extra`` may hold a request line.

@@ -343,7 +343,9 @@ class _Common:
         default=None, validator=_fields.choice("on", "off")
     )
     watermark: bool | None = attrs.field(default=None, validator=_fields.flag)
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
     relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_fields.rule_names)
 

@@ -114,7 +114,9 @@ class MultiElements:
     model_name: str | None = attrs.field(default=None, validator=_fields.text)
     mode: Mode | None = attrs.field(default=None, validator=_fields.choice(*MODES))
     duration: str | None = attrs.field(default=None, converter=_optional_duration)
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
     relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_fields.rule_names)
 
@@ -141,7 +143,9 @@ class ElementEdit:
     model_name: str | None = attrs.field(default=None, validator=_fields.text)
     mode: Mode | None = attrs.field(default=None, validator=_fields.choice(*MODES))
     duration: str | None = attrs.field(default=None, converter=_optional_duration)
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
 
     def __attrs_post_init__(self) -> None:

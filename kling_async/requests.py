@@ -85,7 +85,9 @@ def _one_of(request: object, *names: str) -> None:
 class _Task:
     """Fields every create takes; ``relax_rules`` is not sent (see ``model_rules``)."""
 
-    callback_url: str | None = attrs.field(default=None, validator=_fields.callback)
+    callback_url: str | None = attrs.field(
+        default=None, validator=_fields.callback, repr=_fields.callback_repr
+    )
     external_task_id: str | None = attrs.field(default=None, validator=_fields.text)
     relax_rules: frozenset[str] = attrs.field(factory=frozenset, converter=_fields.rule_names)
 

@@ -59,6 +59,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from . import _urls
 from ._closing import AsyncScoped
 from ._webhook_aiohttp import aiohttp_handler
 from ._webhook_checks import ReplayWindow, parse_callback
@@ -99,7 +100,7 @@ A task object nests four or five levels deep. The limit is checked on the raw by
 parsing, so a body of thousands of ``[`` cannot exhaust the parser's recursion.
 """
 
-TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
+TOKEN_PARAM = _urls.TOKEN_PARAM
 """The query parameter of the callback URL that carries the receiver's token."""
 
 Confirm = Callable[[Task], Awaitable[Task]]

@@ -260,3 +260,28 @@ async def test_timeout_leaves_tasks_for_a_rerun(
     assert second.ok
     assert not second.timed_out
     assert server.stats.routes["create"] == 2
+
+
+async def test_the_journal_keeps_no_callback_token_and_a_new_token_is_no_new_input(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
+) -> None:
+    """A request carrying a receiver's callback URL by hand: the journal file holds the URL
+    with its token hidden, and a rerun with another receiver's token resumes, not refuses."""
+
+    def items(receiver: kling.WebhookReceiver) -> list[tuple[str, kling.TaskRequest]]:
+        url = receiver.callback_url("http://127.0.0.1:9/hook")
+        return [("k", kling.TextToVideo(prompt="a cat", callback_url=url))]
+
+    first, second = (kling.WebhookReceiver() for _ in range(2))
+    journal_path = tmp_path / "batch.journal"
+    for receiver in (first, second):
+        async with await SqliteJournal.open(journal_path) as journal:
+            result = await Batch(client, journal, tmp_path / "out").run(items(receiver))
+        assert result.ok
+    tokens = [r.callback_url("http://h/").rsplit("=", 1)[1] for r in (first, second)]
+    for path in tmp_path.iterdir():
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(token.encode() in data for token in tokens), path
+    assert b"token=<redacted>" in journal_path.read_bytes()
+    assert server.stats.routes["create"] == 1

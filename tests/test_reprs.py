@@ -10,6 +10,7 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 
+import kling_async as kling
 from kling_async.kinds import TEXT_TO_VIDEO
 from kling_async.limiter import RateLimit, TokenBucketLimiter
 from kling_async.models import Task, TaskStatus
@@ -116,3 +117,23 @@ async def test_the_redis_reprs_show_local_state_and_no_password() -> None:
         f"RedisTaskSlots({where}, in_use=0, account_in_use=0, limit=3, waiting=0)"
     )
     assert not any("hunter2" in repr(thing) for thing in (store, limiter, slots))
+
+
+def test_a_request_repr_hides_the_callback_token() -> None:
+    """A receiver's callback URL passed by hand: its token never shows in a repr (nor a log)."""
+    receiver = kling.WebhookReceiver(public_url="https://hooks.example.com/kling")
+    url = receiver.callback_url()
+    token = url.rsplit("token=", 1)[1]
+    requests = [
+        kling.TextToVideo(prompt="x", callback_url=url),
+        kling.ImageGeneration(prompt="x", callback_url=url),
+        kling.LegacyLipSync(
+            input={"video_id": "v", "mode": "text2video", "text": "hi", "voice_id": "v"},
+            callback_url=url,
+        ),
+    ]
+    for request in requests:
+        shown = repr(request)
+        assert token not in shown
+        assert "https://hooks.example.com/kling?token=<redacted>" in shown
+        assert request.callback_url == url  # what is sent keeps it
