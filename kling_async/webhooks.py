@@ -145,7 +145,11 @@ class WebhookReceiver(AsyncScoped):
         token: the secret the callback URL carries; a random one when omitted. It is never
             logged or shown in ``repr``.
         signing_secret: the Kling console's webhook secret (``whsec_...``), or several during a
-            rotation; then every callback must carry a valid signature.
+            rotation. A callback that carries a signature must then carry a valid one (401
+            otherwise); one that carries none is read as an unsigned callback (a hint, confirmed
+            by a GET), because whether Kling signs legacy-path callbacks is unconfirmed.
+        require_signature: with a *signing_secret*, refuse (401) callbacks that carry no
+            signature too, once you know yours are all signed.
         max_body: the largest body accepted, in bytes (413 above).
         tolerance: seconds a signature timestamp may be off.
         confirm_timeout: seconds allowed for one confirming GET.
@@ -165,6 +169,7 @@ class WebhookReceiver(AsyncScoped):
         confirm: Confirm | None = None,
         token: str | None = None,
         signing_secret: str | Sequence[str] | None = None,
+        require_signature: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         tolerance: float = SIGNATURE_TOLERANCE,
         confirm_timeout: float = 30.0,
@@ -183,6 +188,9 @@ class WebhookReceiver(AsyncScoped):
         self._signing: tuple[str, ...] = tuple(secrets_list or ())
         for item in self._signing:
             signing_key(item)  # fail now, not on the first callback
+        if require_signature and not self._signing:
+            raise ConfigurationError("require_signature needs a signing_secret")
+        self._require_signature = require_signature
         self.max_body = max_body
         """The largest body accepted, in bytes."""
         self.tolerance = tolerance
@@ -402,7 +410,7 @@ class WebhookReceiver(AsyncScoped):
         if not hmac.compare_digest(offered.encode(), self._token.encode()):
             return self._reject(403, "wrong token", peer)
         signed = False
-        if self._signing:
+        if self._signing and (self._require_signature or _carries_signature(headers)):
             try:
                 msg_id = verify_signature(
                     self._signing,
@@ -524,3 +532,11 @@ class WebhookReceiver(AsyncScoped):
         queued = self._routes.confirmed(entry, claimed, actual)
         if queued is not None and self._group is not None:
             self._start_confirm(self._group, entry, queued)
+
+
+def _carries_signature(headers: Mapping[str, str]) -> bool:
+    """Whether a callback carries any Standard Webhooks header (then it must verify)."""
+    return any(name.lower() in _SIGNATURE_HEADERS for name in headers)
+
+
+_SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})

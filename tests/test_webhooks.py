@@ -593,9 +593,10 @@ def signed_headers(
 
 
 async def test_signed_callback_needs_no_get(server: FakeKlingServer) -> None:
-    """A valid signature feeds the task in directly; bad or stale signatures get 401."""
+    """A valid signature feeds the task in directly; bad or stale signatures get 401, and so
+    does a missing one with ``require_signature``."""
     async with make_client(server) as client:
-        receiver = WebhookReceiver.for_client(client, signing_secret=SECRET)
+        receiver = WebhookReceiver.for_client(client, signing_secret=SECRET, require_signature=True)
         async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
             target = receiver.callback_url(url)
             task = await client.text_to_video("A beach")
@@ -623,6 +624,39 @@ async def test_signed_callback_needs_no_get(server: FakeKlingServer) -> None:
         assert receiver.stats.direct == 1
         assert receiver.stats.rejected == {401: 3}
         assert receiver.stats.duplicates == 1
+
+
+async def test_an_unsigned_callback_is_a_hint_even_with_a_signing_secret(
+    server: FakeKlingServer,
+) -> None:
+    """Whether Kling signs legacy-path callbacks is unconfirmed: with a secret set, one that
+    carries no signature is read as unsigned (confirmed by a GET), while a signature that
+    does not verify is still refused."""
+    async with make_client(server) as client:
+        receiver = WebhookReceiver.for_client(client, signing_secret=SECRET)
+        async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
+            target = receiver.callback_url(url)
+            task = await client.text_to_video("A beach")
+            receiver.track(results, task)
+            results.close()
+            server.set_status(task.id, "succeed")
+            body = json.dumps(server.render(task.id)).encode()
+            before = polls(server)
+            assert (
+                await post(target, body, signed_headers(body) | {"webhook-signature": "v1,AAAA"})
+                == 401
+            )
+            assert await post(target, body) == 200
+            finished = [done async for done in results]
+        assert [done.id for done in finished] == [task.id]
+        assert polls(server) > before  # confirmed by a GET, not believed
+        assert receiver.stats.direct == 0
+        assert receiver.stats.rejected == {401: 1}
+
+
+def test_require_signature_needs_a_secret() -> None:
+    with pytest.raises(kling.ConfigurationError, match="require_signature needs a signing_secret"):
+        WebhookReceiver(require_signature=True)
 
 
 def test_verify_signature_rules() -> None:
