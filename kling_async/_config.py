@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from .auth import AccessKeyAuth, ApiKeyAuth, Auth
 from .errors import ConfigurationError
@@ -72,8 +74,10 @@ def resolve_provider(
     resolved = provider_named(provider) if isinstance(provider, str) else provider
     if base_url is None:
         return resolved
-    if not base_url.startswith(("http://", "https://")):
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+    if not urlsplit(base_url).hostname:
+        raise ConfigurationError(f"base_url names no host: {base_url!r}")
     return resolved.with_base_url(base_url)
 
 
@@ -87,8 +91,14 @@ def check_options(
     """Refuse a client option that could only fail later, on the first request."""
     if max_active_tasks is not None and max_active_tasks < 1:
         raise ConfigurationError("max_active_tasks must be at least 1")
-    if timeout <= 0:
-        raise ConfigurationError("timeout must be positive")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise ConfigurationError(
+            f"timeout must be a positive number of seconds for each request, got {timeout!r}"
+        )
     if model_name is not None and (not isinstance(model_name, str) or not model_name.strip()):
         raise ConfigurationError(f"model_name must be a model's name, got {model_name!r}")
     if webhook is not None:

@@ -605,3 +605,22 @@ async def test_image_to_video_takes_bytes_and_words_bad_inputs(
 def _png_bytes(width: int, height: int) -> bytes:
     header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
     return header + struct.pack(">II", width, height) + b"\x08\x02\0\0\0" + b"\0" * 40
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"timeout": "60"}, "timeout must be a positive number"),
+        ({"timeout": float("nan")}, "timeout must be a positive number"),
+        ({"timeout": float("inf")}, "timeout must be a positive number"),
+        ({"timeout": True}, "timeout must be a positive number"),
+        ({"base_url": "http://"}, "base_url names no host"),
+        ({"base_url": "https:///v1"}, "base_url names no host"),
+    ],
+)
+def test_client_options_of_the_wrong_kind_are_configuration_errors(
+    options: dict[str, object], says: str
+) -> None:
+    """Never a TypeError from deep inside, and never accepted to fail on the first request."""
+    with pytest.raises(kling.ConfigurationError, match=says):
+        kling.KlingClient(api_key=API_KEY, **options)  # type: ignore[arg-type]
