@@ -21,7 +21,7 @@ from .clock import Clock
 from .completion import CompletionModel
 from .errors import APIConnectionError, APIError
 from .events import Event, SlotAcquired
-from .models import Task, TaskKind, TaskStatus
+from .models import _FINISHED, Task, TaskKind, TaskStatus
 from .scheduler import PartialBatchError, PollPolicy
 from .slots import SlotLease, TaskSlots
 from .watch import Watcher
@@ -114,7 +114,10 @@ class ActiveTasks:
         Most status checks see an unfinished task without an upstream id: asking first spares
         the hot path an await.
         """
-        return task.is_finished or (task.upstream_id is not None and self._webhook is not None)
+        # task.is_finished, without a property call per check.
+        return task.status in _FINISHED or (
+            task.upstream_id is not None and self._webhook is not None
+        )
 
     async def observe(self, task: Task) -> None:
         """Note a task's state: frees its task slot once it has finished."""

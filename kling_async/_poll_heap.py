@@ -7,8 +7,8 @@ the entry's), to be dropped when it reaches the top. That is cheaper than removi
 
 from __future__ import annotations
 
-import heapq
 import itertools
+from heapq import heappop, heappush
 
 from ._poll_entry import Entry
 
@@ -42,7 +42,7 @@ class DueHeap:
     def push(self, entry: Entry, when: float) -> None:
         """Schedule *entry*'s next check at *when*; any earlier item of it becomes stale."""
         entry.heap_seq = seq = next(self._seq)
-        heapq.heappush(self._heap, (when, seq, entry))
+        heappush(self._heap, (when, seq, entry))
 
     def next_due(self) -> float | None:
         """The time on top of the heap: the next real check, right after ``take`` found none due."""
@@ -61,18 +61,32 @@ class DueHeap:
         """
         heap = self._heap
         batching = self._batching
+        if not batching:
+            # One task per check, as without a batch fetch: no batch to gather.
+            while heap:
+                due_at, seq, entry = heap[0]
+                if seq != entry.heap_seq:
+                    heappop(heap)
+                    continue
+                if due_at > now:
+                    return None
+                heappop(heap)
+                entry.heap_seq = -1
+                entry.in_flight = True
+                return [entry]
+            return None
         batch: list[Entry] = []
         while heap:
             due_at, seq, entry = heap[0]
             if seq != entry.heap_seq:
-                heapq.heappop(heap)
+                heappop(heap)
                 continue
             if due_at > now and not (batch and due_at <= now + self._lookahead):
                 break
             joins_batch = batching and entry.batchable
             if batch and not joins_batch:
                 break  # it starts its own check next time
-            heapq.heappop(heap)
+            heappop(heap)
             entry.heap_seq = -1
             entry.in_flight = True
             batch.append(entry)

@@ -79,10 +79,13 @@ class ApiKeyAuth:
 
     def __init__(self, api_key: str | Secret) -> None:
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        # Built once, not per request: it never changes, and the request pipeline keeps it in
+        # its headers anyway (so keeping it here shows the key nowhere new; repr hides it).
+        self._header = f"Bearer {self._key.reveal()}"
 
     def header(self) -> str:
         """Return ``Bearer <key>``."""
-        return f"Bearer {self._key.reveal()}"
+        return self._header
 
     def invalidate(self) -> None:
         """A plain key has nothing to re-sign."""

@@ -67,7 +67,7 @@ from .completion import CompletionModel
 from .errors import ConfigurationError, ResponseParseError
 from .events import EventSink, Retrying, TaskPolled, emit
 from .logfields import task_fields
-from .models import Task
+from .models import _FINISHED, Task
 
 __all__ = ["BatchFetch", "Fetch", "PartialBatchError", "PollPolicy", "PollScheduler"]
 
@@ -426,7 +426,7 @@ class PollScheduler:
         entry.checks += 1
         entry.failures = 0
         now = self._clock.now()
-        if task.is_finished:
+        if task.status in _FINISHED:  # task.is_finished, without a property call per check
             entry.learn(self._policy, task, now)
             self._deliver(entry, task)
             return
