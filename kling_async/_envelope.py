@@ -30,8 +30,8 @@ def excerpt(body: bytes) -> str:
     return body[:120].decode("utf-8", "replace")
 
 
-_search_request_id = re.compile(rb'"request_id"\s*:\s*(?:"[^"\\]*"|-?\d+)').search
-"""A ``"request_id"`` member whose value is a string without escapes or an integer."""
+_strip_request_ids = re.compile(rb'"request_id"\s*:\s*(?:"[^"\\]*"|-?\d+)').sub
+"""Removes every ``"request_id"`` member whose value is a string without escapes or an integer."""
 
 
 def fingerprint(body: bytes) -> bytes:
@@ -51,19 +51,9 @@ def fingerprint(body: bytes) -> bytes:
         >>> fingerprint(first) == fingerprint(first.replace(b"submitted", b"processing"))
         False
     """
-    found = _search_request_id(body)
-    if found is None:
-        return blake2b(body, digest_size=16).digest()
-    # The bytes between request ids, in order: the same digest as hashing the body without them.
-    digest = blake2b(body[: found.start()], digest_size=16)
-    end = found.end()
-    found = _search_request_id(body, end)
-    while found is not None:
-        digest.update(body[end : found.start()])
-        end = found.end()
-        found = _search_request_id(body, end)
-    digest.update(body[end:])
-    return digest.digest()
+    # The body without its request ids, cut out in one call: searching for each one and
+    # hashing the bytes between them cost two searches and several calls more per answer.
+    return blake2b(_strip_request_ids(b"", body), digest_size=16).digest()
 
 
 def _decode(body: bytes, *, where: str) -> Any:
