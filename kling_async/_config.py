@@ -76,7 +76,11 @@ def resolve_provider(
         return resolved
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
-    if not urlsplit(base_url).hostname:
+    try:
+        host = urlsplit(base_url).hostname
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is no number
+        raise ConfigurationError(f"base_url is not a URL ({exc}): {base_url!r}") from None
+    if not host:
         raise ConfigurationError(f"base_url names no host: {base_url!r}")
     return resolved.with_base_url(base_url)
 

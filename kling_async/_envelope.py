@@ -79,13 +79,13 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
         APIError: (a subclass chosen by code and status) when the server reports an error.
         ResponseParseError: when the answer is not one of the known shapes.
     """
+    if 300 <= status < 400:
+        raise _not_the_api(status, headers, body, where)  # whatever its body says
     try:
         payload = _decode(body, where=where)
     except (ValueError, UnicodeDecodeError):
         payload = None
         if status < 400:
-            if status >= 300:
-                raise _not_the_api(status, headers, body, where) from None
             # A 200 web page may be a proxy's passing glitch (so it is retried like one), or
             # a base_url that is not the API's: the message says so.
             what = "an HTML page, not JSON (is base_url the API's?)"
@@ -95,8 +95,6 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, wher
                 excerpt=excerpt(body),
             ) from None
     if not isinstance(payload, dict):
-        if 300 <= status < 400:
-            raise _not_the_api(status, headers, body, where)
         if status >= 400:
             raise error_for_response(
                 status=status,

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -84,8 +85,12 @@ def callback(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         return
     if not isinstance(value, str) or not value.strip():
         raise fail(attribute.name, f"must be an http(s) URL, got {describe(value)}")
-    scheme, separator, rest = value.strip().partition("://")
-    if not separator or scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+    try:
+        parts = urlsplit(value.strip())
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # an unclosed IPv6 bracket, a bad port
+        usable = False
+    if not usable:
         raise fail(attribute.name, "must be an http(s) URL with a host (the server posts to it)")
 
 

@@ -37,17 +37,27 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The size in a JPG's first frame header; ``None`` when *data* ends before one."""
     at = 2
-    while at + 9 <= len(data):
+    while at + 1 < len(data):
         if data[at] != 0xFF:
-            return None
+            raise _OddJpegError  # not a marker where one must be: let the server judge
         marker = data[at + 1]
+        if marker == 0xFF:
+            at += 1  # a fill byte (T.81 B.1.1.2) before the marker
+            continue
+        if at + 9 > len(data):
+            return None
         length = int.from_bytes(data[at + 2 : at + 4], "big")
         if marker in _SOF:
             height, width = struct.unpack(">HH", data[at + 5 : at + 9])
             return int(width), int(height)
         at += 2 + length
     return None
+
+
+class _OddJpegError(Exception):
+    """A JPG laid out in a way this reader does not follow (not necessarily a broken one)."""
 
 
 def _decoded(compact: str) -> bytes:
@@ -79,12 +89,15 @@ def image_problem(text: str) -> str | None:
         if dimensions is None:
             return "is not a complete PNG image (no size header after its signature)"
     elif data.startswith(_JPEG):
-        dimensions = _jpeg_size(data)
-        if dimensions is None and len(compact) > len(head):
-            # Large metadata blocks can put the frame header past the first 48 KB.
-            dimensions = _jpeg_size(_decoded(compact))
+        try:
+            dimensions = _jpeg_size(data)
+            if dimensions is None and len(compact) > len(head):
+                # Large metadata blocks can put the frame header past the first 48 KB.
+                dimensions = _jpeg_size(_decoded(compact))
+        except _OddJpegError:
+            return None
         if dimensions is None:
-            return "is not a complete JPG image (no frame header with its size)"
+            return "is not a complete JPG image (it ends before its frame header)"
     else:
         return "must be a JPG or PNG image"
     width, height = dimensions

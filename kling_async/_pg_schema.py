@@ -102,7 +102,7 @@ SQL_SEED = (
     "VALUES (%s, %s, %s, %s, 'queued', %s) ON CONFLICT (batch, key) DO NOTHING"
 )
 SQL_CHANGED = (
-    "SELECT key FROM kling_batch_items WHERE batch = %s AND key = ANY(%s) "
+    "SELECT key, request_json FROM kling_batch_items WHERE batch = %s AND key = ANY(%s) "
     "AND request_json <> (%s::jsonb ->> key)"
 )
 # One statement: an unseeded key (a single process, no claims) is inserted; a seeded one is

@@ -3,9 +3,10 @@ how a callback URL is shown without its secret token."""
 
 from __future__ import annotations
 
+import json
 import re
 
-__all__ = ["HIDDEN", "TOKEN_PARAM", "hide_token", "http_url", "is_http_url"]
+__all__ = ["HIDDEN", "TOKEN_PARAM", "hide_token", "http_url", "is_http_url", "same_request_json"]
 
 TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
 """The query parameter of a callback URL that carries the receiver's secret token."""
@@ -40,3 +41,23 @@ def http_url(value: object) -> str | None:
 def is_http_url(url: str) -> bool:
     """Whether *url* is an http(s) URL with something after the scheme."""
     return http_url(url) is not None and len(url) > len("https://")
+
+
+def same_request_json(stored: str, given: str) -> bool:
+    """Whether a journal's *stored* request JSON is the *given* one (both canonical JSON).
+
+    A journal written before callback tokens were hidden holds the plain token in its
+    ``callback_url``: that alone is no change of input. Nothing else is rewritten (a signed
+    image URL with a ``token=`` of its own is part of the request).
+    """
+    if stored == given:
+        return True
+    try:
+        body = json.loads(stored)
+    except ValueError:
+        return False
+    callback = body.get("callback_url") if isinstance(body, dict) else None
+    if not isinstance(callback, str) or hide_token(callback) == callback:
+        return False
+    body["callback_url"] = hide_token(callback)
+    return json.dumps(body, sort_keys=True, separators=(",", ":")) == given

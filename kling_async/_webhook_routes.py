@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .models import Task, TaskKind
 
-__all__ = ["CallbackRoutes", "TaskSink", "Tracked"]
+__all__ = ["CallbackRoutes", "TaskSink", "Tracked", "seen_key"]
 
 _EARLY_KEPT = 10_000
 """Final callbacks of not-yet-registered tasks remembered (ids and external ids)."""
@@ -183,9 +183,9 @@ class CallbackRoutes:
     def confirm_failed(self, entry: Tracked, claimed: Task) -> None:
         """A confirming GET failed: the sinks poll the task soon; the same claims may come again."""
         entry.confirming = False
-        entry.seen.discard(claimed.status.value)
+        entry.seen.discard(seen_key(claimed.status.value, signed=False))
         if entry.queued is not None:
-            entry.seen.discard(entry.queued.status.value)
+            entry.seen.discard(seen_key(entry.queued.status.value, signed=False))
             entry.queued = None
         for sink in entry.sinks:
             sink.poll_soon(entry.task_id)
@@ -206,7 +206,7 @@ class CallbackRoutes:
             sinks += [sink for sink in current.sinks if sink not in sinks]
         if actual.status is not claimed.status:
             # Let a later (genuine) callback with that status trigger a new confirmation.
-            entry.seen.discard(claimed.status.value)
+            entry.seen.discard(seen_key(claimed.status.value, signed=False))
         if actual.is_finished and current is not None:
             self.forget(entry.task_id)
         for sink in sinks:
@@ -215,3 +215,13 @@ class CallbackRoutes:
         if queued is not None and not actual.is_finished and current is entry:
             return queued
         return None
+
+
+def seen_key(status: str, *, signed: bool) -> str:
+    """How a callback's status is remembered in ``Tracked.seen``.
+
+    Unsigned and signed news of one status are kept apart: an unsigned callback (which anyone
+    holding the token can send) must never make the signed one read as a duplicate. Claims
+    are confirmed only when unsigned, so the confirming paths discard the unsigned key.
+    """
+    return status if signed else f"{status} (unsigned)"

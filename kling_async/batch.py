@@ -37,7 +37,7 @@ from ._batch_files import file_name_for_key, file_ok, prepare_folder
 from ._batch_result import BatchResult
 from ._batch_room import Room
 from ._create import Created, CreateOutcome, Uncertain, canonical_json, id_taken
-from ._urls import hide_token
+from ._urls import same_request_json
 from .client import KlingClient, new_external_task_id
 from .errors import (
     AccountError,
@@ -201,8 +201,7 @@ class Batch:
         changed = [
             key
             for key, _ in items
-            # hide_token: journals written before tokens were hidden still match.
-            if key in known and hide_token(known[key].request_json) != request_json[key]
+            if key in known and not same_request_json(known[key].request_json, request_json[key])
         ]
         if changed:
             shown = ", ".join(repr(key) for key in changed[:5])

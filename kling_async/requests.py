@@ -203,9 +203,7 @@ class LipSyncInput:
     voice_language: Literal["zh", "en"] | None = attrs.field(
         default=None, validator=_fields.choice("zh", "en")
     )
-    voice_speed: float | None = attrs.field(
-        default=None, validator=_fields.number_in(0.8, 2.0, path="input.voice_speed")
-    )
+    voice_speed: float | None = attrs.field(default=None, validator=_fields.number_in(0.8, 2.0))
     audio_type: Literal["file", "url"] | None = attrs.field(
         default=None, validator=_fields.choice("file", "url")
     )

@@ -63,7 +63,7 @@ from . import _urls
 from ._closing import AsyncScoped
 from ._webhook_aiohttp import aiohttp_handler
 from ._webhook_checks import ReplayWindow, parse_callback
-from ._webhook_routes import CallbackRoutes, TaskSink, Tracked
+from ._webhook_routes import CallbackRoutes, TaskSink, Tracked, seen_key
 from .errors import ConfigurationError, WebhookVerificationError
 from .events import CallbackReceived, Event, EventSink, TaskFinished, emit
 from .logfields import task_fields
@@ -470,13 +470,17 @@ class WebhookReceiver(AsyncScoped):
                 self._routes.remember_early(task)
             return
         task = attrs.evolve(task, id=entry.task_id, kind=entry.kind)
-        status = task.status.value
+        status = seen_key(task.status.value, signed=signed)
         if status in entry.seen:
             self.stats.duplicates += 1
             return
         entry.seen.add(status)
         logger.debug(
-            "callback: task %s is %s (signed=%s)", task.id, status, signed, extra=task_fields(task)
+            "callback: task %s is %s (signed=%s)",
+            task.id,
+            task.status.value,
+            signed,
+            extra=task_fields(task),
         )
         if signed:
             if task.is_finished:

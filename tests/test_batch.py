@@ -291,3 +291,17 @@ def _files_holding(folder: Path, needles: list[bytes]) -> list[Path]:
         for path in folder.iterdir()
         if path.is_file() and any(needle in path.read_bytes() for needle in needles)
     ]
+
+
+async def test_a_request_with_a_token_of_its_own_resumes(
+    client: kling.KlingClient, tmp_path: Path
+) -> None:
+    """Only a callback URL's token is hidden: a signed image URL's ``token=`` is part of the
+    request, kept as it is, and the same input runs again over the same journal."""
+    image = "https://cdn.test/cat.png?token=abc"
+    items: list[tuple[str, kling.TaskRequest]] = [("k", kling.ImageToVideo(image=image))]
+    for _ in range(2):
+        async with await SqliteJournal.open(tmp_path / "batch.journal") as journal:
+            result = await Batch(client, journal, tmp_path / "out").run(items)
+        assert result.ok
+        assert image in result.entries[0].request_json

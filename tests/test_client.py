@@ -616,6 +616,7 @@ def _png_bytes(width: int, height: int) -> bytes:
         ({"timeout": True}, "timeout must be a positive number"),
         ({"base_url": "http://"}, "base_url names no host"),
         ({"base_url": "https:///v1"}, "base_url names no host"),
+        ({"base_url": "http://[::1"}, "base_url is not a URL"),
     ],
 )
 def test_client_options_of_the_wrong_kind_are_configuration_errors(

@@ -98,7 +98,32 @@ def test_an_image_that_is_no_http_url_nor_base64_is_refused_outright(
         kling.ImageToVideo(image=image)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/hook", "example.com/hook", "https://", ""])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "example.com/hook",
+        "https://",
+        "",
+        "http://:80/hook",
+        "https://@/x",
+        "http://[::1",
+    ],
+)
 def test_a_callback_url_must_be_http_with_a_host(url: str) -> None:
     with pytest.raises(kling.ValidationError, match=r"callback_url: must be an http\(s\) URL"):
         kling.TextToVideo(prompt="x", callback_url=url)
+
+
+def test_fill_bytes_before_a_jpg_marker_are_skipped() -> None:
+    """T.81 allows 0xFF fill bytes before any marker: the size behind them is still read."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0" + b"\0" * 9
+    sof = b"\xff\xff\xff\xc0" + struct.pack(">HBHH", 17, 8, 900, 200) + b"\0" * 10
+    image = base64.b64encode(b"\xff\xd8" + app0 + sof).decode()
+    assert "is 200x900 px" in (image_problem(image) or "")
+
+
+def test_a_jpg_laid_out_oddly_is_left_to_the_server() -> None:
+    """Not a marker where one must be: this reader cannot tell, so it does not refuse."""
+    odd = base64.b64encode(b"\xff\xd8" + b"\x00" * 40).decode()
+    assert image_problem(odd) is None

@@ -215,6 +215,19 @@ async def test_seed_refuses_a_changed_input(pg_url: str) -> None:
         assert await journal.open_items(max_claims=5) == 1
 
 
+async def test_a_batch_seeded_with_a_plain_callback_token_still_matches(pg_url: str) -> None:
+    """Seeded before tokens were hidden (the token in request_json): the same input re-seeded
+    today is no change; another token-bearing field (a signed image URL) is compared as is."""
+    plain = '{"callback_url":"https://h.example/k?token=s3cret","duration":"5","prompt":"x"}'
+    hidden = plain.replace("s3cret", "<redacted>")
+    signed = '{"image":"https://cdn.example/a.png?token=abc","prompt":"x"}'
+    async with await PostgresJournal.open(pg_url, batch="b") as journal:
+        await journal.seed([("a", "text2video", plain), ("b", "image2video", signed)])
+        await journal.seed([("a", "text2video", hidden), ("b", "image2video", signed)])
+        with pytest.raises(ConfigurationError, match="different request"):
+            await journal.seed([("b", "image2video", signed.replace("abc", "<redacted>"))])
+
+
 async def test_only_limits_entries_to_a_claim(pg_url: str) -> None:
     """A view over some keys lists only them and leaves the shared pool open."""
     async with await PostgresJournal.open(pg_url, batch="b") as journal:

@@ -408,9 +408,12 @@ async def test_a_batch_saves_each_kind_with_its_suffix(
     ],
 )
 def test_the_old_lip_sync_is_checked_before_sending(sync: dict[str, Any], says: str) -> None:
-    """kling-api.md §1.2: a video, then a text in a voice or a sound of the named type."""
-    with pytest.raises(kling.ValidationError, match=says):
+    """kling-api.md §1.2: a video, then a text in a voice or a sound of the named type; the
+    error names the field inside ``input``."""
+    with pytest.raises(kling.ValidationError) as info:
         req.LegacyLipSync(input=sync)
+    assert info.value.field.startswith("input.")
+    assert says in info.value.field or says in info.value.reason
 
 
 def test_the_old_lip_sync_body_nests_its_fields_in_input() -> None:

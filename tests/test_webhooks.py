@@ -654,6 +654,25 @@ async def test_an_unsigned_callback_is_a_hint_even_with_a_signing_secret(
         assert receiver.stats.rejected == {401: 1}
 
 
+async def test_an_unsigned_status_never_makes_the_signed_one_a_duplicate(
+    server: FakeKlingServer,
+) -> None:
+    """Anyone with the token can send an unsigned callback: one claiming "processing" first
+    must not make the genuine signed "processing" read as already seen."""
+    async with make_client(server) as client:
+        receiver = WebhookReceiver.for_client(client, signing_secret=SECRET)
+        async with listening(receiver) as url, receiver, client.watch(timeout=10) as results:
+            target = receiver.callback_url(url)
+            task = await client.text_to_video("A beach")
+            receiver.track(results, task)
+            processing = json.dumps({"task_id": task.id, "task_status": "processing"}).encode()
+            assert await post(target, processing) == 200  # unsigned
+            assert await post(target, processing, signed_headers(processing, msg_id="m1")) == 200
+            assert await post(target, processing, signed_headers(processing, msg_id="m2")) == 200
+            results.close()
+        assert receiver.stats.duplicates == 1  # only the second signed one
+
+
 def test_require_signature_needs_a_secret() -> None:
     with pytest.raises(kling.ConfigurationError, match="require_signature needs a signing_secret"):
         WebhookReceiver(require_signature=True)

@@ -178,6 +178,9 @@ def test_envelope_errors() -> None:
         ),
         (302, {}, b"", "a redirect instead"),
         (307, {"location": "/elsewhere"}, b'{"code": 0, "data": {}', "a redirect to /elsewhere"),
+        (302, {}, b'{"code": 0, "data": {"task_id": "1"}}', "a redirect instead"),
+        (301, {}, b'{"message": "Moved Permanently"}', "a redirect instead"),
+        (308, {}, b'{"error": {"message": "moved"}}', "a redirect instead"),
     ],
 )
 def test_a_redirect_is_a_final_error_not_an_unreadable_answer(
