@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import struct
 from pathlib import Path
 
 import anyio
@@ -25,7 +26,9 @@ async def test_image_to_video_reads_a_local_file_as_base64(
     client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path
 ) -> None:
     picture = tmp_path / "cat.png"
-    picture.write_bytes(b"\x89PNG\r\n\x1a\nnot really a picture")
+    # A PNG signature and a size header (640x480): enough for the client's checks.
+    header = struct.pack(">I4sIIBBBBB", 13, b"IHDR", 640, 480, 8, 2, 0, 0, 0)
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + header)
     task = await client.image_to_video(picture, mode="pro")
     body = server.tasks[task.id].body
     assert base64.b64decode(body["image"]) == picture.read_bytes()
