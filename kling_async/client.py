@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import anyio
 import attrs
@@ -384,6 +384,10 @@ class KlingClient(AsyncClosing):
         if isinstance(task, Task):
             like, task_id, resolved = task, task.id, task.kind
         else:
+            if not isinstance(task, str):
+                raise ConfigurationError(
+                    f"a task is a Task or its id (a str), got {type(task).__name__}: {task!r}"
+                )
             like, task_id = None, task
             resolved = kind_named(kind) if isinstance(kind, str) else kind
         if not task_id or "/" in task_id:
@@ -436,8 +440,14 @@ class KlingClient(AsyncClosing):
     ) -> list[Task]:
         """List recent tasks of one kind (Kling's ``?pageNum=&pageSize=``; UNCONFIRMED on CometAPI)."""
         resolved = kind_named(kind) if isinstance(kind, str) else kind
-        if not 1 <= page <= 1000 or not 1 <= page_size <= 500:
-            raise ConfigurationError("page must be in [1, 1000] and page_size in [1, 500]")
+        if (
+            not all(type(number) is int for number in (page, page_size))
+            or not 1 <= page <= 1000
+            or not 1 <= page_size <= 500
+        ):
+            raise ConfigurationError(
+                "page must be a whole number in [1, 1000] and page_size one in [1, 500]"
+            )
         data = await self._call(
             "GET", resolved.path, params={"pageNum": str(page), "pageSize": str(page_size)}
         )
@@ -673,7 +683,7 @@ class KlingClient(AsyncClosing):
         are never lost: they are in ``PartialSubmitError.tasks`` (or, with
         ``return_exceptions=True``, the result list holds the error in that request's place).
         """
-        items = list(requests)
+        items = _request_list(requests, "submit_many")
         for request in items:
             self.check_request(request)
         results = await submit_all(self.submit, items, concurrency)
@@ -726,7 +736,7 @@ class KlingClient(AsyncClosing):
             request
             if request.external_task_id
             else attrs.evolve(request, external_task_id=new_external_task_id())
-            for request in requests
+            for request in _request_list(requests, "as_completed")
         ]
         for request in items:
             self.check_request(request)
@@ -851,6 +861,11 @@ class KlingClient(AsyncClosing):
             TaskFailedError: the task finished with status ``failed``.
             WaitTimeoutError: *timeout* seconds passed first (the task keeps running).
         """
+        if not isinstance(task, Task):
+            raise ConfigurationError(
+                f"wait() takes a Task (from submit or get_task), got {type(task).__name__}; "
+                "for a task id: await client.wait(await client.get_task(task_id, kind))"
+            )
         async with self.watch([task], timeout=timeout) as results:
             async for finished in results:
                 if finished.failed:
@@ -981,6 +996,21 @@ class KlingClient(AsyncClosing):
                 f"get_task({task.id!r}, {task.kind.name!r})",
             )
             raise
+
+
+def _request_list(requests: object, verb: str) -> list[TaskRequest]:
+    """*requests* as a list, or a clear error when one request was passed instead of many."""
+    if isinstance(requests, str | bytes) or attrs.has(type(requests)):
+        raise ConfigurationError(
+            f"{verb} takes a list of requests, got one {type(requests).__name__}: "
+            f"{verb}([request]), or submit(request)"
+        )
+    try:
+        return list(cast("Iterable[TaskRequest]", requests))
+    except TypeError:
+        raise ConfigurationError(
+            f"{verb} takes a list of requests, got {type(requests).__name__}"
+        ) from None
 
 
 def _note(error: BaseException, note: str) -> None:

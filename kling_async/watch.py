@@ -7,6 +7,7 @@ stops every check in flight.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -82,6 +83,15 @@ class Watcher(AsyncScoped):
             completions=completions,
             rate=rate,
         )
+        for name, seconds in (("timeout", timeout), ("task_timeout", task_timeout)):
+            if seconds is not None and (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 <= seconds < math.inf
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds (0 or more) or None, got {seconds!r}"
+                )
         self._on_finished = on_finished
         self._task_timeout = task_timeout
         self._callbacks = callbacks

@@ -625,3 +625,26 @@ def test_client_options_of_the_wrong_kind_are_configuration_errors(
     """Never a TypeError from deep inside, and never accepted to fail on the first request."""
     with pytest.raises(kling.ConfigurationError, match=says):
         kling.KlingClient(api_key=API_KEY, **options)  # type: ignore[arg-type]
+
+
+async def test_arguments_of_the_wrong_kind_are_configuration_errors(
+    client: kling.KlingClient, server: FakeKlingServer
+) -> None:
+    """One request where a list belongs, an id that is no string, a Task's id passed to wait,
+    a timeout that is no number: each is a ConfigurationError that says what was expected."""
+    task = await client.text_to_video("x")
+    calls = [
+        (lambda: client.get_task(123), "a Task or its id"),  # type: ignore[arg-type]
+        (lambda: client.wait(task.id), "wait\\(\\) takes a Task"),  # type: ignore[arg-type]
+        (lambda: client.wait(task, timeout="5"), "timeout must be a number"),  # type: ignore[arg-type]
+        (lambda: client.wait(task, timeout=-1), "timeout must be a number"),
+        (lambda: client.submit_many(kling.TextToVideo(prompt="y")), "takes a list of requests"),  # type: ignore[arg-type]
+        (lambda: client.submit_many(42), "takes a list of requests, got int"),  # type: ignore[arg-type]
+        (lambda: client.list_tasks(page="1"), "page must be a whole number"),  # type: ignore[arg-type]
+    ]
+    for call, says in calls:
+        with pytest.raises(kling.ConfigurationError, match=says):
+            await call()
+    with pytest.raises(kling.ConfigurationError, match="takes a list of requests"):
+        client.as_completed(kling.TextToVideo(prompt="y"))  # type: ignore[arg-type]
+    assert len(server.tasks) == 1
