@@ -12,18 +12,23 @@ from .errors import ConfigurationError
 from .models import TaskKind
 
 
+def _number(value: object) -> bool:
+    """A real number (``True`` is not one here); NaN fails every comparison below."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
+    if not (_number(value) and value > 0):
         raise ConfigurationError(f"PollPolicy.{attribute.name} must be > 0, got {value!r}")
 
 
 def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 1:
+    if not (_number(value) and value >= 1):
         raise ConfigurationError(f"PollPolicy.{attribute.name} must be >= 1, got {value!r}")
 
 
 def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0 <= value < 1:
+    if not (_number(value) and 0 <= value < 1):
         raise ConfigurationError(f"PollPolicy.{attribute.name} must be in [0, 1), got {value!r}")
 
 

@@ -24,9 +24,9 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -162,9 +162,15 @@ class Batch:
     def _check(self, items: Sequence[tuple[str, TaskRequest]]) -> dict[str, str]:
         """Validate every item before anything is sent; return key → request JSON."""
         seen: dict[str, str] = {}
-        for key, request in items:
-            if not key:
-                raise ConfigurationError("batch keys must be non-empty strings")
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ConfigurationError(
+                    f"a batch takes (key, request) pairs, got {type(item).__name__}: "
+                    "pass [(key, request), ...] with a stable key per input"
+                )
+            key, request = item
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"batch keys must be non-empty strings, got {key!r}")
             if key in seen:
                 raise ConfigurationError(f"duplicate batch key {key!r}")
             try:
@@ -195,7 +201,7 @@ class Batch:
                 the batch stops at the first such error later; the journal keeps everything
                 recorded before it.
         """
-        items = list(items)
+        items = _listed(items)
         request_json = self._check(items)
         known = {entry.key: entry for entry in await self._journal.entries()}
         changed = [
@@ -489,3 +495,17 @@ class Batch:
         return BatchResult.tally(
             entries, len(items), downloading=self._download, timed_out=timed_out
         )
+
+
+def _listed(items: object) -> list[tuple[str, TaskRequest]]:
+    """*items* as a list of pairs, or a clear error when it is one request or no sequence."""
+    if isinstance(items, str | bytes) or attrs.has(type(items)):
+        raise ConfigurationError(
+            f"a batch takes a list of (key, request) pairs, got one {type(items).__name__}"
+        )
+    try:
+        return list(cast("Iterable[tuple[str, TaskRequest]]", items))
+    except TypeError:
+        raise ConfigurationError(
+            f"a batch takes a list of (key, request) pairs, got {type(items).__name__}"
+        ) from None

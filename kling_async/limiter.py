@@ -52,7 +52,7 @@ _EPSILON = 1e-9
 
 
 def _check_rate(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"RateLimit.{attribute.name} must be > 0, got {value!r}")
 
 

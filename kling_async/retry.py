@@ -34,8 +34,8 @@ __all__ = ["Attempt", "Attempts", "RetryPolicy", "parse_retry_after", "retry_aft
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be >= 0, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be >= 0, got {value!r}")
 
 
 def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

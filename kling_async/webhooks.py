@@ -177,11 +177,16 @@ class WebhookReceiver(AsyncScoped):
         max_tracked: int = 200_000,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if token is not None and len(token) < 16:
-            raise ConfigurationError("a callback token needs at least 16 characters")
-        if max_body < 1 or max_tracked < 1 or tolerance <= 0 or confirm_timeout <= 0:
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            raise ConfigurationError("a callback token is a str of at least 16 characters")
+        if public_url is not None and not isinstance(public_url, str):
+            raise ConfigurationError(f"public_url must be a URL (a str), got {public_url!r}")
+        numbers = (max_body, max_tracked, tolerance, confirm_timeout)
+        if any(isinstance(n, bool) or not isinstance(n, int | float) for n in numbers) or (
+            max_body < 1 or max_tracked < 1 or not tolerance > 0 or not confirm_timeout > 0
+        ):
             raise ConfigurationError(
-                "max_body, max_tracked, tolerance and confirm_timeout must be positive"
+                "max_body, max_tracked, tolerance and confirm_timeout must be positive numbers"
             )
         self._token = token if token is not None else secrets.token_urlsafe(24)
         secrets_list = [signing_secret] if isinstance(signing_secret, str) else signing_secret

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from .batch import Batch, BatchResult, EntryCallback
+from .batch import Batch, BatchResult, EntryCallback, _listed
 from .client import KlingClient
 from .clock import Clock, SystemClock
 from .errors import ConfigurationError, LeaseLostError
@@ -144,7 +144,7 @@ class BatchWorker:
                 worker must run with the same input).
             JournalUnavailableError: the database stayed unreachable.
         """
-        items = list(items)
+        items = _listed(items)
         whole = self._batch(self._journal, None)
         # The same checks as a single-process batch, before the first network call.
         request_json = whole._check(items)  # Batch's own validation, reused

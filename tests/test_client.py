@@ -10,13 +10,16 @@ import pickle
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import kling_async as kling
 from kling_async.auth import AccessKeyAuth
+from kling_async.batch import Batch
 from kling_async.events import TaskPolled
+from kling_async.journal import InMemoryJournal
 from kling_async.models import NO_RAW
 from kling_async.testing import FakeKlingServer, Timeline
 from kling_async.transport import RawResponse
@@ -648,3 +651,37 @@ async def test_arguments_of_the_wrong_kind_are_configuration_errors(
     with pytest.raises(kling.ConfigurationError, match="takes a list of requests"):
         client.as_completed(kling.TextToVideo(prompt="y"))  # type: ignore[arg-type]
     assert len(server.tasks) == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [
+        (lambda: kling.PollPolicy(first_delay="1"), "PollPolicy.first_delay must be > 0"),
+        (lambda: kling.PollPolicy(jitter=float("nan")), "PollPolicy.jitter must be in"),
+        (lambda: kling.RetryPolicy(base="1"), "RetryPolicy.base must be >= 0"),
+        (lambda: kling.RateLimit(per_second="5"), "RateLimit.per_second must be > 0"),
+        (lambda: kling.WebhookReceiver(max_body="10"), "must be positive numbers"),
+        (lambda: kling.WebhookReceiver(token=12345678901234567890), "a callback token is a str"),
+        (lambda: kling.WebhookReceiver(public_url=5), "public_url must be a URL"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_configuration_errors(build: Any, says: str) -> None:
+    with pytest.raises(kling.ConfigurationError, match=says):
+        build()
+
+
+@pytest.mark.parametrize(
+    ("items", "says"),
+    [
+        (kling.TextToVideo(prompt="x"), "a list of \\(key, request\\) pairs, got one TextToVideo"),
+        ([kling.TextToVideo(prompt="x")], "takes \\(key, request\\) pairs, got TextToVideo"),
+        ([(1, kling.TextToVideo(prompt="x"))], "batch keys must be non-empty strings, got 1"),
+    ],
+)
+async def test_batch_items_of_the_wrong_shape_are_configuration_errors(
+    client: kling.KlingClient, server: FakeKlingServer, tmp_path: Path, items: Any, says: str
+) -> None:
+    async with InMemoryJournal() as journal:
+        with pytest.raises(kling.ConfigurationError, match=says):
+            await Batch(client, journal, tmp_path).run(items)
+    assert server.tasks == {}
