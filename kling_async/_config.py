@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from . import _fields
 from .auth import AccessKeyAuth, ApiKeyAuth, Auth
 from .errors import ConfigurationError
 from .providers import COMETAPI, KLING, KLING_STANDARD, Provider
@@ -95,14 +95,7 @@ def check_options(
     """Refuse a client option that could only fail later, on the first request."""
     if max_active_tasks is not None and max_active_tasks < 1:
         raise ConfigurationError("max_active_tasks must be at least 1")
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout < math.inf
-    ):
-        raise ConfigurationError(
-            f"timeout must be a positive number of seconds for each request, got {timeout!r}"
-        )
+    _fields.check_seconds("timeout", timeout, zero=False, optional=False, what=" for each request")
     if model_name is not None and (not isinstance(model_name, str) or not model_name.strip()):
         raise ConfigurationError(f"model_name must be a model's name, got {model_name!r}")
     if webhook is not None:

@@ -25,7 +25,7 @@ import attrs
 from . import wire
 from ._by_ids import find_by_external_ids
 from ._slot_scope import SlotHold, slot_scope, slot_weight
-from ._urls import hide_token
+from ._urls import journal_json
 from .clock import Clock
 from .errors import (
     APIConnectionError,
@@ -393,16 +393,9 @@ _EVERY_FORM = (ExternalIdLookup.PATH, ExternalIdLookup.FLAG, ExternalIdLookup.QU
 
 
 def canonical_json(request: TaskRequest) -> str:
-    """The request's create body as canonical JSON: what a journal compares between runs.
-
-    A callback URL's token is hidden: a journal is a file, and the token is a secret (the
-    requests themselves always come from the caller, never from the journal).
-    """
-    body = wire.request_body(request)
-    callback = body.get("callback_url")
-    if isinstance(callback, str):
-        body["callback_url"] = hide_token(callback)
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+    """The request's create body as a journal keeps and compares it between runs (canonical
+    JSON, the callback URL's token hidden: see [`journal_json`][kling_async._urls.journal_json])."""
+    return journal_json(wire.request_body(request))
 
 
 def id_taken(error: BadRequestError) -> bool:

@@ -95,19 +95,24 @@ def _resolve_target(
         final = path.parent.resolve() / path.name
     part = final.with_name(final.name + ".part")
     for existing in (final, part):
-        # The rename would replace a device or a pipe (``-o /dev/null`` as root) with the
-        # video, and writing the part file into one would block or go nowhere.
-        try:
-            mode = existing.lstat().st_mode
-        except FileNotFoundError:
-            continue
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise StorageError(
-                os.fspath(existing),
-                "it exists and is not a regular file",
-                action="will not replace",
-            )
+        _refuse_special(existing)
     return Target(final=final, part=part)
+
+
+def _refuse_special(path: Path) -> None:
+    """Refuse *path* if it exists and is neither a regular file nor a symlink.
+
+    The rename would replace a device or a pipe (``-o /dev/null`` as root) with the video, and
+    writing the part file into one would block or go nowhere.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a file in the way is the caller's to word
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise StorageError(
+            os.fspath(path), "it exists and is not a regular file", action="will not replace"
+        )
 
 
 async def resolve(
@@ -136,12 +141,8 @@ def _check_destination(dest: str | os.PathLike[str]) -> None:
     text = os.fspath(dest)
     path = Path(text)
     folder = text.endswith((os.sep, os.altsep or os.sep)) or path.is_dir()
-    if not folder and (path.exists() or path.is_symlink()):
-        mode = path.lstat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise StorageError(
-                text, "it exists and is not a regular file", action="will not replace"
-            )
+    if not folder:
+        _refuse_special(path)
     # The nearest folder that exists is where the missing ones would be made.
     existing = path if folder else path.parent
     while not existing.exists() and existing != existing.parent:

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._urls import hide_token
-from .errors import ValidationError
+from .errors import ConfigurationError, ValidationError
 
 __all__ = [
+    "check_seconds",
+    "listed",
     "callback",
     "callback_repr",
     "carried",
@@ -97,6 +99,46 @@ def callback(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
 def callback_repr(value: object) -> str:
     """The repr of a ``callback_url`` field: its token hidden (reprs end up in logs)."""
     return repr(hide_token(value) if isinstance(value, str) else value)
+
+
+def check_seconds(
+    name: str, value: object, *, zero: bool, optional: bool = True, what: str = ""
+) -> None:
+    """Refuse a duration that is not a finite number of seconds (above 0, or from 0 with
+    *zero*), nor ``None`` when *optional*; *what* goes after the kind (``" for each request"``).
+
+    Raises:
+        ConfigurationError: naming *name* and the value.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value == math.inf:
+        fits = False
+    else:
+        fits = value >= 0 if zero else value > 0  # NaN fails both
+    if not fits:
+        kind = "a number of seconds (0 or more)" if zero else "a positive number of seconds"
+        none = " or None" if optional else ""
+        raise ConfigurationError(f"{name} must be {kind}{what}{none}, got {value!r}")
+
+
+def listed(items: object, what: str, *, one: str = "") -> list[Any]:
+    """*items* as a list, or a clear error when one request (or no sequence) came instead.
+
+    Args:
+        items: what the caller passed where a list belongs.
+        what: the start of the message, e.g. ``"submit_many takes a list of requests"``.
+        one: what to say after it when a single request came (how to pass it).
+
+    Raises:
+        ConfigurationError: *items* is one attrs object (a request), a string, or not iterable.
+    """
+    if isinstance(items, str | bytes) or attrs.has(type(items)):
+        raise ConfigurationError(f"{what}, got one {type(items).__name__}{one}")
+    try:
+        return list(cast("Iterable[Any]", items))
+    except TypeError:
+        raise ConfigurationError(f"{what}, got {type(items).__name__}") from None
 
 
 def flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:

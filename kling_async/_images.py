@@ -60,11 +60,12 @@ class _OddJpegError(Exception):
     """A JPG laid out in a way this reader does not follow (not necessarily a broken one)."""
 
 
-def _decoded(compact: str) -> bytes:
+def _decoded(compact: str) -> bytes | None:
+    """The bytes of whole base64 quads of *compact*, or ``None`` if they are not base64."""
     try:
         return base64.b64decode(compact[: len(compact) - len(compact) % 4], validate=True)
     except (binascii.Error, ValueError):
-        return b""
+        return None
 
 
 def image_problem(text: str) -> str | None:
@@ -78,10 +79,8 @@ def image_problem(text: str) -> str | None:
     head = compact[:_HEADER_CHARS]
     if not _BASE64.fullmatch(head):
         return "is neither a URL nor valid base64"
-    head = head[: len(head) - len(head) % 4]
-    try:
-        data = base64.b64decode(head, validate=True)
-    except (binascii.Error, ValueError):
+    data = _decoded(head)
+    if data is None:
         return "is neither a URL nor valid base64"
     if data.startswith(_PNG):
         # IHDR comes first in every PNG: without it the file is cut short or not a PNG.
@@ -93,7 +92,7 @@ def image_problem(text: str) -> str | None:
             dimensions = _jpeg_size(data)
             if dimensions is None and len(compact) > len(head):
                 # Large metadata blocks can put the frame header past the first 48 KB.
-                dimensions = _jpeg_size(_decoded(compact))
+                dimensions = _jpeg_size(_decoded(compact) or b"")
         except _OddJpegError:
             return None
         if dimensions is None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-__all__ = ["HIDDEN", "TOKEN_PARAM", "hide_token", "http_url", "is_http_url", "same_request_json"]
+__all__ = [
+    "HIDDEN",
+    "TOKEN_PARAM",
+    "hide_token",
+    "http_url",
+    "is_http_url",
+    "journal_json",
+    "same_request_json",
+]
 
 TOKEN_PARAM = "token"  # noqa: S105 - the name of a query parameter, not a secret
 """The query parameter of a callback URL that carries the receiver's secret token."""
@@ -43,12 +52,24 @@ def is_http_url(url: str) -> bool:
     return http_url(url) is not None and len(url) > len("https://")
 
 
+def journal_json(body: dict[str, Any]) -> str:
+    """A create *body* as a journal keeps it: canonical JSON, the callback URL's token hidden.
+
+    Only the callback URL's: a signed image URL with a ``token=`` of its own is part of the
+    request. A journal is a file, and the token a secret; the requests themselves always come
+    from the caller, never from the journal.
+    """
+    callback = body.get("callback_url")
+    if isinstance(callback, str):
+        body = {**body, "callback_url": hide_token(callback)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
 def same_request_json(stored: str, given: str) -> bool:
-    """Whether a journal's *stored* request JSON is the *given* one (both canonical JSON).
+    """Whether a journal's *stored* request JSON is the *given* one (from ``journal_json``).
 
     A journal written before callback tokens were hidden holds the plain token in its
-    ``callback_url``: that alone is no change of input. Nothing else is rewritten (a signed
-    image URL with a ``token=`` of its own is part of the request).
+    ``callback_url``: that alone is no change of input.
     """
     if stored == given:
         return True
@@ -56,8 +77,4 @@ def same_request_json(stored: str, given: str) -> bool:
         body = json.loads(stored)
     except ValueError:
         return False
-    callback = body.get("callback_url") if isinstance(body, dict) else None
-    if not isinstance(callback, str) or hide_token(callback) == callback:
-        return False
-    body["callback_url"] = hide_token(callback)
-    return json.dumps(body, sort_keys=True, separators=(",", ":")) == given
+    return isinstance(body, dict) and journal_json(body) == given

@@ -24,15 +24,16 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import attrs
 
+from . import _fields
 from ._batch_files import file_name_for_key, file_ok, prepare_folder
 from ._batch_result import BatchResult
 from ._batch_room import Room
@@ -498,14 +499,4 @@ class Batch:
 
 
 def _listed(items: object) -> list[tuple[str, TaskRequest]]:
-    """*items* as a list of pairs, or a clear error when it is one request or no sequence."""
-    if isinstance(items, str | bytes) or attrs.has(type(items)):
-        raise ConfigurationError(
-            f"a batch takes a list of (key, request) pairs, got one {type(items).__name__}"
-        )
-    try:
-        return list(cast("Iterable[tuple[str, TaskRequest]]", items))
-    except TypeError:
-        raise ConfigurationError(
-            f"a batch takes a list of (key, request) pairs, got {type(items).__name__}"
-        ) from None
+    return _fields.listed(items, "a batch takes a list of (key, request) pairs")

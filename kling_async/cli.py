@@ -169,7 +169,7 @@ def generate(
             task_id = submitted[0]
             return (
                 f"interrupted; task {task_id} keeps running on the server: check it with "
-                f"{status_hint(task_id, kind, connection)} (running generate again pays for a "
+                f"{_status_hint(task_id, kind, connection)} (running generate again pays for a "
                 "new task)"
             )
         return (
@@ -184,7 +184,7 @@ def generate(
     ctx.exit(code)
 
 
-def status_hint(task_id: str, kind: str, connection: Connection) -> str:
+def _status_hint(task_id: str, kind: str, connection: Connection) -> str:
     """The ``kling-async status`` line that finds *task_id* again, on the same API."""
     words = ["kling-async status", shlex.quote(task_id)]
     if kind != "text2video":
@@ -217,7 +217,7 @@ async def _generate(
         client.events.add(display.event)
         with display:
             task = await client.submit(request)
-            hint = status_hint(task.id, kind, connection)
+            hint = _status_hint(task.id, kind, connection)
             try:
                 done = await client.wait(task, timeout=timeout)
             except TaskFailedError as exc:

@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
 import anyio
 import attrs
 
-from . import dialects, wire
+from . import _fields, dialects, wire
 from ._active import ActiveTasks
 from ._by_ids import fetch_by_ids, fetch_one
 from ._closing import AsyncClosing
@@ -973,14 +973,7 @@ class KlingClient(AsyncClosing):
             raise ConfigurationError("generate(request, ...) takes no extra fields")
         else:
             request = prompt
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not 0 < timeout < float("inf")
-        ):
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds or None, got {timeout!r}"
-            )
+        _fields.check_seconds("timeout", timeout, zero=False)
         try:
             await check_destination(to)
         except TypeError:
@@ -999,18 +992,8 @@ class KlingClient(AsyncClosing):
 
 
 def _request_list(requests: object, verb: str) -> list[TaskRequest]:
-    """*requests* as a list, or a clear error when one request was passed instead of many."""
-    if isinstance(requests, str | bytes) or attrs.has(type(requests)):
-        raise ConfigurationError(
-            f"{verb} takes a list of requests, got one {type(requests).__name__}: "
-            f"{verb}([request]), or submit(request)"
-        )
-    try:
-        return list(cast("Iterable[TaskRequest]", requests))
-    except TypeError:
-        raise ConfigurationError(
-            f"{verb} takes a list of requests, got {type(requests).__name__}"
-        ) from None
+    one = f": {verb}([request]), or submit(request)"
+    return _fields.listed(requests, f"{verb} takes a list of requests", one=one)
 
 
 def _note(error: BaseException, note: str) -> None:

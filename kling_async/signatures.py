@@ -29,10 +29,20 @@ from collections.abc import Mapping, Sequence
 
 from .errors import ConfigurationError, WebhookVerificationError
 
-__all__ = ["SIGNATURE_TOLERANCE", "sign_payload", "signing_key", "verify_signature"]
+__all__ = [
+    "SIGNATURE_HEADERS",
+    "SIGNATURE_TOLERANCE",
+    "carries_signature",
+    "sign_payload",
+    "signing_key",
+    "verify_signature",
+]
 
 SIGNATURE_TOLERANCE = 300.0
 """Seconds a signed callback's ``webhook-timestamp`` may differ from now (Standard Webhooks)."""
+
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+"""The Standard Webhooks headers (lower case) a signed callback carries."""
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - a documented prefix, not a secret
 
@@ -86,6 +96,11 @@ def sign_payload(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
         ConfigurationError: the secret is not base64.
     """
     return "v1," + _signature(signing_key(secret), msg_id, str(timestamp), body).decode()
+
+
+def carries_signature(headers: Mapping[str, str]) -> bool:
+    """Whether *headers* hold any of [`SIGNATURE_HEADERS`][kling_async.signatures.SIGNATURE_HEADERS] (then they must verify)."""
+    return any(name.lower() in SIGNATURE_HEADERS for name in headers)
 
 
 def verify_signature(

@@ -7,13 +7,13 @@ stops every check in flight.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
+from . import _fields
 from ._closing import AsyncScoped
 from .clock import Clock
 from .completion import CompletionModel
@@ -83,15 +83,8 @@ class Watcher(AsyncScoped):
             completions=completions,
             rate=rate,
         )
-        for name, seconds in (("timeout", timeout), ("task_timeout", task_timeout)):
-            if seconds is not None and (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not 0 <= seconds < math.inf
-            ):
-                raise ConfigurationError(
-                    f"{name} must be a number of seconds (0 or more) or None, got {seconds!r}"
-                )
+        _fields.check_seconds("timeout", timeout, zero=True)
+        _fields.check_seconds("task_timeout", task_timeout, zero=True)
         self._on_finished = on_finished
         self._task_timeout = task_timeout
         self._callbacks = callbacks

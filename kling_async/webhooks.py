@@ -68,7 +68,13 @@ from .errors import ConfigurationError, WebhookVerificationError
 from .events import CallbackReceived, Event, EventSink, TaskFinished, emit
 from .logfields import task_fields
 from .models import Task
-from .signatures import SIGNATURE_TOLERANCE, sign_payload, signing_key, verify_signature
+from .signatures import (
+    SIGNATURE_TOLERANCE,
+    carries_signature,
+    sign_payload,
+    signing_key,
+    verify_signature,
+)
 
 if TYPE_CHECKING:
     from .client import KlingClient
@@ -415,7 +421,7 @@ class WebhookReceiver(AsyncScoped):
         if not hmac.compare_digest(offered.encode(), self._token.encode()):
             return self._reject(403, "wrong token", peer)
         signed = False
-        if self._signing and (self._require_signature or _carries_signature(headers)):
+        if self._signing and (self._require_signature or carries_signature(headers)):
             try:
                 msg_id = verify_signature(
                     self._signing,
@@ -541,11 +547,3 @@ class WebhookReceiver(AsyncScoped):
         queued = self._routes.confirmed(entry, claimed, actual)
         if queued is not None and self._group is not None:
             self._start_confirm(self._group, entry, queued)
-
-
-def _carries_signature(headers: Mapping[str, str]) -> bool:
-    """Whether a callback carries any Standard Webhooks header (then it must verify)."""
-    return any(name.lower() in _SIGNATURE_HEADERS for name in headers)
-
-
-_SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
