@@ -11,7 +11,10 @@ a child process on 127.0.0.1 so that the measured process holds only the client 
   same task URLs, on equal footing with the library: a session without cookies
   (``DummyCookieJar``, as the library's) and the body decoded as the library decodes a UTF-8
   object (``json.loads(body.decode())``, which skips ``json``'s encoding sniffing), checking
-  the answer's ``code``.
+  the answer's ``code``. It keeps aiohttp's default time limit (5 minutes a request), as a
+  raw loop does unless it sets one; the library's client passes its own limit (60 s by
+  default) and keeps it with one timer for all requests in flight (``kling_async._deadlines``)
+  rather than aiohttp's timer per request.
 
 Two variants: answers that repeat between checks (a task's state changes rarely, so most
 answers do; the library then skips decoding them, see ``wire.fingerprint``) and, with

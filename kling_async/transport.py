@@ -23,6 +23,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from ._deadlines import Deadlines
 from .errors import APIConnectionError, APITimeoutError
 
 __all__ = [
@@ -172,6 +173,7 @@ class AiohttpTransport:
         # fewer than the tasks a watcher usually tracks, so cycling through them misses always.
         self._urls: dict[str, URL] = {}
         self._headers: tuple[Mapping[str, str], CIMultiDict[str]] | None = None
+        self._deadlines = Deadlines()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -224,14 +226,22 @@ class AiohttpTransport:
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> RawResponse:
-        """Send one request; translate aiohttp's failures into the library's errors."""
+        """Send one request; translate aiohttp's failures into the library's errors.
+
+        *timeout* bounds the whole request, from waiting for a pooled connection to the last
+        byte, as aiohttp's ``ClientTimeout(total=...)`` would; one timer keeps it for every
+        request in flight (``_deadlines``), where aiohttp would arm a timer per request.
+        """
         session = self._session
         if session is None:
             session = self._get_session()
-        # One ClientTimeout per distinct total, looked up inline: this runs per status check.
-        client_timeout = self._timeouts.get(timeout)
+        task = self._deadlines.start(timeout) if timeout is not None else None
+        # With the deadline kept above, aiohttp keeps only the connect timeout; with no task to
+        # cancel (never so under asyncio), aiohttp keeps the whole limit itself.
+        total = None if task is not None else timeout
+        client_timeout = self._timeouts.get(total)
         if client_timeout is None:
-            client_timeout = self._timeout(timeout)
+            client_timeout = self._timeout(total)
         parsed = self._urls.get(url)
         try:
             async with session.request(
@@ -249,6 +259,13 @@ class AiohttpTransport:
                 return _new_tuple(RawResponse, (response.status, response.headers, body))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = _translated(exc, f"{method} {url}")
+        except asyncio.CancelledError:
+            if task is None or not self._deadlines.expired(task):
+                raise
+            error = _translated(asyncio.TimeoutError(), f"{method} {url}")
+        finally:
+            if task is not None:
+                self._deadlines.end(task)
         _raise_unchained(error)
 
     def stream(
@@ -259,6 +276,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
+        self._deadlines.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
