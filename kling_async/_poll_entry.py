@@ -145,7 +145,14 @@ class Entry:
             own = policy.for_kind(self.task.kind)
             if own.expected is not None:
                 window = self.times.window_or(own.expected)
-                gap = own.window_interval(age, window, rng=rng, lead=lead, checked=self.checks > 0)
+                gap = own.window_interval(
+                    age,
+                    window,
+                    rng=rng,
+                    lead=lead,
+                    checked=self.checks > 0,
+                    ends_by=self.times.ends_by(),
+                )
                 # Progress says when it will finish: close in on that, halving the distance
                 # and landing a full gap short of it, so an estimate that is too late is
                 # corrected on the way rather than overshot.

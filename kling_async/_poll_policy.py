@@ -169,6 +169,7 @@ class PollPolicy:
         rng: random.Random | None = None,
         lead: float = 0.0,
         checked: bool = False,
+        ends_by: float | None = None,
     ) -> float:
         """Return the seconds to wait before checking a task expected to finish in *window*.
 
@@ -191,6 +192,12 @@ class PollPolicy:
             checked: the task was checked before (a first check that *lead* put before
                 *earliest*: while *lead* spreads checks, the next one follows *lead* later,
                 keeping the round's order; without a spread the schedule is as if unchecked).
+            ends_by: seconds from creation by which the tasks like it seen so far finished
+                (the learnt window's own latest bound, which *window* may extend to the
+                prior's). When it comes before *earliest* + ``detect_gap``, tasks like it finish
+                in a span shorter than a gap: the first check goes just after that span, with
+                jitter moving it later rather than earlier, and sees such a task within about a
+                second of its finish at the same single check.
 
         Returns:
             the delay in seconds (> 0).
@@ -199,12 +206,20 @@ class PollPolicy:
             >>> policy = PollPolicy(jitter=0)
             >>> [policy.window_interval(age, (60, 300)) for age in (0, 59, 65, 290, 600)]
             [69.5, 10.5, 9.5, 9.5, 19.0]
+            >>> policy.window_interval(0, (180, 300), ends_by=181.5)  # tasks like it: 180-181.5 s
+            181.5
         """
         earliest, latest = window
         gap = self.detect_gap
         if age < earliest:
-            to_first = earliest + gap - age
+            narrow = ends_by is not None and ends_by < earliest + gap
+            to_first = (ends_by if narrow and ends_by is not None else earliest + gap) - age
             spreading = lead > gap * self.jitter
+            if narrow and not spreading:
+                # Later, not earlier: a check before the span ends would miss the tasks that
+                # finish at its end and see them only a whole gap later.
+                later = (rng if rng is not None else random).uniform(0, gap * self.jitter)
+                return max(to_first + later, _FIRST_CHECK_FLOOR)
             if checked and spreading:
                 # Spread ahead of the window: keep the round's pace, and be back by the time
                 # an unspread first check would come.

@@ -173,6 +173,17 @@ class CompletionTimes:
         pad = (high - low) / count
         return max(0.0, low - 3.5 * pad), high + pad
 
+    def ends_by(self) -> float | None:
+        """Return the learnt window's latest bound, before any prior extends it.
+
+        ``None`` until [`MIN_SAMPLES`][kling_async.completion.MIN_SAMPLES] completion times are known.
+        [`window_or`][kling_async.completion.CompletionTimes.window_or] never lets the latest bound
+        fall below the prior's; the scheduler still uses this one to place a first check just
+        after a narrow span where tasks like it finish.
+        """
+        learnt = self.window()
+        return None if learnt is None else learnt[1]
+
     def window_or(self, prior: tuple[float, float]) -> tuple[float, float]:
         """Return the window to check in: learnt where known, else *prior* (times
         ``prior_scale``).

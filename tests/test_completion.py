@@ -182,6 +182,20 @@ class TestPolicy:
         assert unpaced < 5  # the default jitter's width
         assert paced > 15
 
+    def test_a_narrow_learnt_span_is_checked_just_after_it(self) -> None:
+        """Tasks like it finished within 2 s: the first check goes just after that span
+        (jittered later, never before it ends) instead of a whole gap after its start."""
+        policy = PollPolicy(jitter=0.1, detect_gap=10)
+        rng = random.Random(3)
+        firsts = [policy.window_interval(0, (180, 300), rng=rng, ends_by=182) for _ in range(200)]
+        assert all(182 <= first <= 183 for first in firsts)
+        assert max(firsts) - min(firsts) > 0.5
+        # A span as wide as a gap, or no learnt span, keeps the usual first check.
+        assert 189 <= policy.window_interval(0, (180, 300), rng=rng, ends_by=195) <= 190
+        assert 189 <= policy.window_interval(0, (180, 300), rng=rng) <= 190
+        # Once inside the window, or once checked, the gaps are whole again.
+        assert policy.window_interval(183, (180, 300), rng=rng, ends_by=182) == 10
+
     def test_past_the_window_checks_spread_out_to_the_cap(self) -> None:
         """A task in the tail (a backlog) is checked less often, never beyond max_interval."""
         policy = PollPolicy(jitter=0, detect_gap=10)
@@ -246,6 +260,28 @@ async def test_learnt_window_moves_the_next_tasks_checks() -> None:
     assert sum(server.fetches.values()) < cold_checks / 3
     for when, task in results:
         assert when - second[task.id] <= 10 + 1e-6
+
+
+async def test_tasks_that_take_the_same_time_are_seen_within_a_second_once_learnt() -> None:
+    """The README's waves: tasks of one kind that all take 180 s (as the server's stamps
+    tell). Once learnt, the next ones are seen about a second after they finish, not up to a
+    gap later, with one check each."""
+    clock = FakeClock()
+    model = CompletionModel()
+    for _ in range(10):
+        model.times(("text2video",)).add(180.0)
+    start = clock.now()
+    finish_at = {f"b{i}": start + 180.0 for i in range(10)}
+    server = _finishing(clock, finish_at)
+    scheduler = PollScheduler(server.fetch, clock=clock, completions=model, rng=random.Random(1))
+    for task_id in finish_at:
+        scheduler.add(make_task(task_id))
+    scheduler.close()
+    results = await collect(scheduler, clock)
+    assert len(results) == 10
+    for when, task in results:
+        assert 0 <= when - finish_at[task.id] <= 1.5
+    assert all(count == 1 for count in server.fetches.values())
 
 
 async def test_server_stamps_are_learnt_and_failures_are_not() -> None:
