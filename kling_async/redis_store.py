@@ -54,6 +54,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ._fields import check_seconds
 from ._redis_rate import RedisRateLimiter
 from ._redis_slots import RedisTaskSlots
 from .clock import Clock, SystemClock
@@ -122,6 +123,27 @@ class RedisStore:
         Raises:
             ConfigurationError: a value is out of range.
         """
+        # `field`, not `name`: a loop over `name` used to overwrite the process name parameter.
+        for field, text in (("url", url), ("account", account), ("prefix", prefix)):
+            if not isinstance(text, str):
+                raise ConfigurationError(
+                    f"RedisStore {field} must be a str, got {type(text).__name__}"
+                )
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(
+                f"RedisStore name must be a str or None, got {type(name).__name__}"
+            )
+        for field, seconds in (
+            ("lease_ttl", lease_ttl),
+            ("poll_interval", poll_interval),
+            ("socket_timeout", socket_timeout),
+        ):
+            check_seconds(field, seconds, zero=False, optional=False)
+        for field, seconds in (
+            ("unavailable_wait", unavailable_wait),
+            ("recovery_seconds", recovery_seconds),
+        ):
+            check_seconds(field, seconds, zero=True, optional=False)
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
                 f"RedisStore needs a redis://, rediss:// or unix:// URL, got {_describe(url)!r}"
@@ -130,16 +152,11 @@ class RedisStore:
             raise ConfigurationError(
                 f"account must be a non-empty name without braces, colons or spaces: {account!r}"
             )
-        for name, value in (
-            ("lease_ttl", lease_ttl),
-            ("poll_interval", poll_interval),
-            ("socket_timeout", socket_timeout),
+        if (
+            isinstance(fallback_share, bool)
+            or not isinstance(fallback_share, int | float)
+            or not 0 < fallback_share <= 1
         ):
-            if not value > 0:
-                raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-        if unavailable_wait < 0 or recovery_seconds < 0:
-            raise ConfigurationError("unavailable_wait and recovery_seconds must be >= 0")
-        if not 0 < fallback_share <= 1:
             raise ConfigurationError(f"fallback_share must be in (0, 1], got {fallback_share!r}")
         self._url = url
         self._where = _describe(url)

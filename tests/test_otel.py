@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -473,3 +474,23 @@ def test_the_submitted_event_never_shows_the_prompt() -> None:
     event = TaskSubmitted(task, kling.TextToVideo(prompt=PROMPT), 0.5)
     assert event.request is not None
     assert PROMPT not in repr(event)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"record_prompts": "no"}, "record_prompts must be True or False"),
+        ({"check_spans": 0}, "check_spans must be True or False"),
+        ({"tracer_provider": "console"}, "tracer_provider must be an OpenTelemetry provider"),
+        ({"meter_provider": object()}, "meter_provider must be an OpenTelemetry provider"),
+    ],
+)
+async def test_arguments_of_the_wrong_kind_are_refused(options: dict[str, Any], named: str) -> None:
+    """``record_prompts="no"`` would have recorded prompts (a non-empty string is true); the
+    error comes before anything is attached to the client."""
+    client = kling.KlingClient(api_key=API_KEY)
+    with pytest.raises(kling.ConfigurationError, match=named):
+        instrument(client, **options)
+    assert not client.events
+    with pytest.raises(kling.ConfigurationError, match="takes a KlingClient"):
+        instrument("client")  # type: ignore[arg-type]

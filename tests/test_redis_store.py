@@ -7,8 +7,10 @@ nothing but Redis); tests/test_redis_fleet.py runs real processes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -68,6 +70,35 @@ async def test_configuration_is_checked_and_the_password_never_shown() -> None:
     with pytest.raises(ConfigurationError):
         secret.task_slots(0)
     assert secret.key("x") == "kling-async:{acct}:x"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"url": 6379}, "url must be a str"),
+        ({"account": 5}, "account must be a str"),
+        ({"name": 3}, "name must be a str"),
+        ({"lease_ttl": "30"}, "lease_ttl must be a positive number"),
+        ({"socket_timeout": float("nan")}, "socket_timeout must be a positive number"),
+        ({"recovery_seconds": "30"}, "recovery_seconds must be a number"),
+        ({"fallback_share": "0.5"}, "fallback_share must be in"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_configuration_errors(
+    options: dict[str, object], named: str
+) -> None:
+    """Text where a number belongs (an environment variable passed on as it is) is refused
+    with the setting's name, not a TypeError from a comparison."""
+    arguments: dict[str, Any] = {"url": "redis://localhost", **options}
+    with pytest.raises(ConfigurationError, match=named):
+        RedisStore(**arguments)
+
+
+def test_the_process_name_is_kept() -> None:
+    """The name in this process's lease ids: given, or host and pid (a loop over the checked
+    settings used to overwrite it with the last setting's name)."""
+    assert RedisStore("redis://localhost", name="worker-1").name == "worker-1"
+    assert RedisStore("redis://localhost").name.endswith(f"-{os.getpid()}")
 
 
 async def test_two_limiters_share_one_bucket(store: RedisStore) -> None:

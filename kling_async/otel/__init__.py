@@ -27,6 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
 from kling_async.client import KlingClient
+from kling_async.errors import ConfigurationError
 from kling_async.models import Task
 
 from ._metrics import Instruments
@@ -65,6 +66,7 @@ class Instrumentation:
         record_prompts: bool = False,
         check_spans: bool = True,
     ) -> None:
+        _check_arguments(client, tracer_provider, meter_provider, record_prompts, check_spans)
         release = _library_version()
         tracer = trace.get_tracer(_SCOPE, release, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_SCOPE, release, meter_provider=meter_provider)
@@ -150,3 +152,30 @@ def instrument(
         record_prompts=record_prompts,
         check_spans=check_spans,
     )
+
+
+def _check_arguments(
+    client: object,
+    tracer_provider: object,
+    meter_provider: object,
+    record_prompts: object,
+    check_spans: object,
+) -> None:
+    """Refuse arguments of the wrong kind before anything is attached to *client*.
+
+    ``record_prompts="no"`` must not record prompts because a non-empty string is true.
+    """
+    if not isinstance(client, KlingClient):
+        raise ConfigurationError(f"instrument() takes a KlingClient, got {type(client).__name__}")
+    for name, flag in (("record_prompts", record_prompts), ("check_spans", check_spans)):
+        if not isinstance(flag, bool):
+            raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
+    for name, provider, method in (
+        ("tracer_provider", tracer_provider, "get_tracer"),
+        ("meter_provider", meter_provider, "get_meter"),
+    ):
+        if provider is not None and not callable(getattr(provider, method, None)):
+            raise ConfigurationError(
+                f"{name} must be an OpenTelemetry provider (with {method}()) or None, "
+                f"got {type(provider).__name__}"
+            )
