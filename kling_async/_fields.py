@@ -141,6 +141,12 @@ def listed(items: object, what: str, *, one: str = "") -> list[Any]:
         raise ConfigurationError(f"{what}, got {type(items).__name__}") from None
 
 
+def request_list(requests: object, verb: str) -> list[Any]:
+    """*requests* as a list for *verb* (``"submit_many"``), or a clear error (see ``listed``)."""
+    one = f": {verb}([request]), or submit(request)"
+    return listed(requests, f"{verb} takes a list of requests", one=one)
+
+
 def flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """``None``, ``True`` or ``False``; ``1`` and ``"yes"`` are refused, not guessed."""
     if value is not None and not isinstance(value, bool):

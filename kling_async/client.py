@@ -683,7 +683,7 @@ class KlingClient(AsyncClosing):
         are never lost: they are in ``PartialSubmitError.tasks`` (or, with
         ``return_exceptions=True``, the result list holds the error in that request's place).
         """
-        items = _request_list(requests, "submit_many")
+        items = _fields.request_list(requests, "submit_many")
         for request in items:
             self.check_request(request)
         results = await submit_all(self.submit, items, concurrency)
@@ -736,7 +736,7 @@ class KlingClient(AsyncClosing):
             request
             if request.external_task_id
             else attrs.evolve(request, external_task_id=new_external_task_id())
-            for request in _request_list(requests, "as_completed")
+            for request in _fields.request_list(requests, "as_completed")
         ]
         for request in items:
             self.check_request(request)
@@ -989,11 +989,6 @@ class KlingClient(AsyncClosing):
                 f"get_task({task.id!r}, {task.kind.name!r})",
             )
             raise
-
-
-def _request_list(requests: object, verb: str) -> list[TaskRequest]:
-    one = f": {verb}([request]), or submit(request)"
-    return _fields.listed(requests, f"{verb} takes a list of requests", one=one)
 
 
 def _note(error: BaseException, note: str) -> None:

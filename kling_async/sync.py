@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import _fields
 from ._closing import Scoped
 from .as_completed import AsCompleted
 from .client import KlingClient as AsyncKlingClient
@@ -162,7 +163,10 @@ class KlingClient(Scoped):
 
     def submit_many(self, requests: Iterable[TaskRequest], *, concurrency: int = 16) -> list[Task]:
         """See [`KlingClient.submit_many`][kling_async.client.KlingClient.submit_many]."""
-        return self._run(self._client.submit_many(list(requests), concurrency=concurrency))
+        items = _fields.request_list(
+            requests, "submit_many"
+        )  # here: a bad call raises in its thread
+        return self._run(self._client.submit_many(items, concurrency=concurrency))
 
     def list_tasks(
         self, kind: TaskKind | str = "text2video", *, page: int = 1, page_size: int = 30
@@ -191,7 +195,7 @@ class KlingClient(Scoped):
         Raises:
             WaitTimeoutError: *timeout* passed, after the tasks that finished were yielded.
         """
-        tracked = list(tasks)
+        tracked = _fields.listed(tasks, "watch takes a list of tasks", one=": watch([task])")
         return self._iterate(
             lambda: self._client.watch(tracked, timeout=timeout, task_timeout=task_timeout)
         )
@@ -221,7 +225,7 @@ class KlingClient(Scoped):
         Raises:
             PartialSubmitError: after every created task, when some submissions failed.
         """
-        items = list(requests)
+        items = _fields.request_list(requests, "as_completed")
         for request in items:
             # Checked here, so that a bad request raises at the call, before anything runs.
             self._client.check_request(request)

@@ -162,3 +162,22 @@ def test_bad_arguments_fail_at_once_and_leave_no_thread() -> None:
     with pytest.raises(kling.ConfigurationError, match="base_url"):
         KlingClient(api_key="k", base_url="ftp://nowhere")
     assert threading.active_count() == before
+
+
+def test_one_request_where_a_list_belongs_is_a_configuration_error(
+    emulator: FakeKlingServer,
+) -> None:
+    """``submit_many(request)``, ``as_completed(request)`` and ``watch(task)`` say how to call
+    them (they raised ``TypeError: ... is not iterable``), before anything is sent."""
+    request = kling.TextToVideo(prompt="one")
+    task = kling.Task(id="t1", kind=kling.TEXT_TO_VIDEO, status=kling.TaskStatus.SUBMITTED)
+    with _client(emulator) as client:
+        with pytest.raises(kling.ConfigurationError, match=r"submit_many\(\[request\]\)"):
+            client.submit_many(request)  # type: ignore[arg-type]
+        with pytest.raises(kling.ConfigurationError, match=r"as_completed\(\[request\]\)"):
+            client.as_completed(request)  # type: ignore[arg-type]
+        with pytest.raises(kling.ConfigurationError, match=r"watch\(\[task\]\)"):
+            client.watch(task)  # type: ignore[arg-type]
+        with pytest.raises(kling.ConfigurationError, match="takes a list of requests"):
+            client.submit_many(5)  # type: ignore[arg-type]
+    assert emulator.tasks == {}
