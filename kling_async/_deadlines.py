@@ -4,12 +4,16 @@ aiohttp's own ``ClientTimeout(total=...)`` arms an event-loop timer for every re
 cancels it when the answer is in. At thousands of status checks a second that costs about a
 tenth of the client's CPU: the loop keeps its timers in a heap whose handles compare in Python,
 and a cancelled one stays there until the heap is rebuilt. Here a request only notes its
-deadline; one timer, armed for the earliest deadline in flight, cancels the requests whose time
-is up, and it fires about once per timeout period however many requests come and go.
+deadline (a [`Ticket`][kling_async._deadlines.Ticket]); one timer per event loop, armed for the
+earliest deadline in flight, cancels the requests whose time is up, and it fires about once per
+timeout period however many requests come and go.
 
 The expiry works as aiohttp's does: the request's task is cancelled, and the request turns that
 cancellation (and only that one) into a timeout. A cancellation from anywhere else, even one
-that lands in the same instant, propagates unchanged.
+that lands in the same instant, propagates unchanged. The cancelling happens one loop iteration
+after the deadline is found passed: a task whose answer came in that very iteration (it is
+already due to resume) ends its request first and is not cancelled, as aiohttp, which cancels
+its timer the moment the answer is complete, would not cancel it either.
 
 Strictly private: [`AiohttpTransport`][kling_async.transport.AiohttpTransport] uses it.
 """
@@ -19,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import weakref
 from typing import Any
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "Ticket"]
 
 _SLACK = 1e-3
 """Seconds by which a deadline counts as reached early: the event loop may run a timer up to its
@@ -46,96 +51,130 @@ def _take_back(task: asyncio.Task[Any]) -> int:
     return 0  # pragma: no cover - Python 3.10
 
 
+class Ticket:
+    """One request's deadline: what [`Deadlines.start`][kling_async._deadlines.Deadlines.start]
+    hands back, to pass to ``expired`` and ``end``. Compared by identity: two requests of one
+    task (a request made from inside another's hooks) each have their own."""
+
+    __slots__ = ("deadline", "expired", "owner", "pending", "task")
+
+    def __init__(
+        self, owner: _LoopDeadlines, task: asyncio.Task[Any], deadline: float, pending: int
+    ) -> None:
+        self.owner = owner
+        self.task = task
+        self.deadline = deadline
+        self.pending = pending
+        """The task's pending cancellations when the request began."""
+        self.expired = False
+        """Cancelled by the timer, and that cancellation not yet accounted for."""
+
+
 class Deadlines:
-    """The deadlines of the requests in flight on one event loop (one transport's).
+    """The deadlines of one transport's requests in flight, per event loop.
 
     Use ``start`` as a request begins, ``expired`` in its ``except asyncio.CancelledError``
     and ``end`` in its ``finally``; nothing else is needed.
     """
 
-    __slots__ = ("_armed_at", "_expired", "_live", "_loop", "_timer")
+    __slots__ = ("_last", "_last_loop", "_loops")
 
     def __init__(self) -> None:
-        # task -> (deadline, the task's pending cancellations when its request began)
-        self._live: dict[asyncio.Task[Any], tuple[float, int]] = {}
-        # task -> its pending cancellations before the timer cancelled it
-        self._expired: dict[asyncio.Task[Any], int] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_at = math.inf
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDeadlines] = (
+            weakref.WeakKeyDictionary()
+        )
+        # The loop asked for last and its deadlines: a transport is used on one loop, almost
+        # always, and this spares a weak-dictionary look-up per request.
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last: _LoopDeadlines | None = None
 
-    def start(self, seconds: float) -> asyncio.Task[Any] | None:
-        """Note that the current task's request must end within *seconds*; return the task.
+    def start(self, seconds: float) -> Ticket | None:
+        """Note that the current task's request must end within *seconds*.
 
-        ``None`` when there is no current task to cancel (the caller must then use another
-        time limit).
+        Returns:
+            the request's ticket; ``None`` when there is no current task to cancel (the caller
+            must then keep the time limit another way).
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         if task is None:
             return None
-        if loop is not self._loop:
-            self._reset(loop)  # a transport is used on one loop; a new one starts afresh
-        deadline = loop.time() + seconds
-        self._live[task] = (deadline, _pending(task))
-        if deadline < self._armed_at:
-            self._arm(deadline)
-        return task
+        deadlines = self._last
+        if loop is not self._last_loop or deadlines is None:
+            deadlines = self._loops.get(loop)
+            if deadlines is None:
+                deadlines = self._loops[loop] = _LoopDeadlines(loop)
+            self._last_loop, self._last = loop, deadlines
+        return deadlines.start(task, loop.time() + seconds)
 
-    def expired(self, task: asyncio.Task[Any]) -> bool:
-        """Whether the cancellation *task* is handling is this timer's alone (then a timeout).
+    @staticmethod
+    def expired(ticket: Ticket) -> bool:
+        """Whether the cancellation the request is handling is its timer's alone (a timeout).
 
         Call it where the request catches ``asyncio.CancelledError``: ``False`` means re-raise.
         """
-        pending = self._expired.pop(task, None)
-        if pending is None:
+        if not ticket.expired:
             return False
+        ticket.expired = False
         # Someone else cancelled it too (a cancel scope, a shutdown): theirs must go on.
-        return _take_back(task) <= pending
+        return _take_back(ticket.task) <= ticket.pending
 
-    def end(self, task: asyncio.Task[Any]) -> None:
-        """Forget *task*'s deadline: its request is over, whichever way."""
-        del self._live[task]
-        if self._expired:
-            pending = self._expired.pop(task, None)
-            if pending is not None:
-                # Cancelled, but the request ended without the cancellation reaching it.
-                _take_back(task)
+    @staticmethod
+    def end(ticket: Ticket) -> None:
+        """Forget *ticket*'s deadline: its request is over, whichever way."""
+        ticket.owner.live.discard(ticket)
+        if ticket.expired:
+            # Cancelled, but the request ended without the cancellation reaching it.
+            ticket.expired = False
+            _take_back(ticket.task)
 
-    def close(self) -> None:
-        """Disarm the timer (the transport is closing)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
+
+class _LoopDeadlines:
+    """The tickets in flight on one event loop, and the one timer that expires them."""
+
+    __slots__ = ("__weakref__", "_armed_at", "_loop", "_timer", "live")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.live: set[Ticket] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
 
-    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.close()
-        self._live.clear()
-        self._expired.clear()
-        self._loop = loop
+    def start(self, task: asyncio.Task[Any], deadline: float) -> Ticket:
+        ticket = Ticket(self, task, deadline, _pending(task))
+        self.live.add(ticket)
+        if deadline < self._armed_at:
+            self._arm(deadline)
+        return ticket
 
     def _arm(self, when: float) -> None:
-        assert self._loop is not None  # noqa: S101 - start() sets it first
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_at(when, self._fire)
         self._armed_at = when
 
     def _fire(self) -> None:
-        """Cancel every request whose deadline is reached; re-arm for the next one."""
+        """Find the requests whose deadline is reached; re-arm for the next one."""
         self._timer = None
         self._armed_at = math.inf
-        assert self._loop is not None  # noqa: S101 - armed only after start()
         now = self._loop.time() + _SLACK
         soonest = math.inf
-        expired = self._expired
-        for task, (deadline, pending) in self._live.items():
-            if deadline <= now:
-                if task not in expired:
-                    expired[task] = pending
-                    task.cancel()  # only schedules: the dict is not changed under the loop
-            elif deadline < soonest:
-                soonest = deadline
+        due: list[Ticket] = []
+        for ticket in self.live:
+            if ticket.deadline <= now:
+                if not ticket.expired:
+                    due.append(ticket)
+            elif ticket.deadline < soonest:
+                soonest = ticket.deadline
+        if due:
+            # Next iteration: a task whose answer arrived in this one resumes before that, and
+            # ends its request rather than losing a complete answer to a timeout.
+            self._loop.call_soon(self._expire, due)
         if soonest < math.inf:
             self._arm(soonest)
+
+    def _expire(self, due: list[Ticket]) -> None:
+        for ticket in due:
+            if ticket in self.live and not ticket.expired:
+                ticket.expired = True
+                ticket.task.cancel()

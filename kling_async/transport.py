@@ -235,14 +235,16 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             session = self._get_session()
-        task = self._deadlines.start(timeout) if timeout is not None else None
+        parsed = self._urls.get(url)
+        # Last before the try, so that whatever raises sooner leaves no deadline behind. No
+        # limit at 0 or below, as with aiohttp's own.
+        ticket = self._deadlines.start(timeout) if timeout is not None and timeout > 0 else None
         # With the deadline kept above, aiohttp keeps only the connect timeout; with no task to
         # cancel (never so under asyncio), aiohttp keeps the whole limit itself.
-        total = None if task is not None else timeout
+        total = None if ticket is not None else timeout
         client_timeout = self._timeouts.get(total)
         if client_timeout is None:
             client_timeout = self._timeout(total)
-        parsed = self._urls.get(url)
         try:
             async with session.request(
                 method,
@@ -260,12 +262,12 @@ class AiohttpTransport:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = _translated(exc, f"{method} {url}")
         except asyncio.CancelledError:
-            if task is None or not self._deadlines.expired(task):
+            if ticket is None or not Deadlines.expired(ticket):
                 raise
             error = _translated(asyncio.TimeoutError(), f"{method} {url}")
         finally:
-            if task is not None:
-                self._deadlines.end(task)
+            if ticket is not None:
+                Deadlines.end(ticket)
         _raise_unchained(error)
 
     def stream(
@@ -276,7 +278,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
-        self._deadlines.close()
+        # The deadlines stay: requests still running on a session passed in keep their limits.
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -9,10 +9,14 @@ cancellations pass through untouched, and nothing is left pending on the task af
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import anyio
 import pytest
 from aiohttp import web
@@ -37,6 +41,7 @@ async def server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/slow", slow)
+
     app.router.add_get("/fast", fast)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
@@ -147,9 +152,9 @@ async def test_fast_requests_leave_no_deadline_behind(server: str) -> None:
                         assert answer.status == 200
 
                 group.start_soon(some)
-        deadlines = transport._deadlines
-        assert deadlines._live == {}
-        assert deadlines._expired == {}
+        deadlines = transport._deadlines._last
+        assert deadlines is not None
+        assert deadlines.live == set()
         await asyncio.sleep(0.4)  # past every deadline: the timer fires and cancels nobody
         assert pending_cancellations() == 0
         assert deadlines._timer is None
@@ -157,24 +162,33 @@ async def test_fast_requests_leave_no_deadline_behind(server: str) -> None:
         await transport.aclose()
 
 
-async def _request_like(deadlines: Deadlines, seconds: float, *, swallow: bool = False) -> str:
-    """What the transport does around a request, with a sleep standing in for the request."""
-    task = deadlines.start(seconds)
-    assert task is not None
+async def _request_like(
+    deadlines: Deadlines, seconds: float, *, swallow: bool = False, inner: float | None = None
+) -> str:
+    """What the transport does around a request, with a sleep standing in for the request
+    (or, with *inner*, a request made inside it: aiohttp's hooks may send one)."""
+    ticket = deadlines.start(seconds)
+    assert ticket is not None
     try:
         try:
+            if inner is not None:
+                return await _request_like(deadlines, inner)
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             if swallow:
                 return "swallowed"
             raise
     except asyncio.CancelledError:
-        if not deadlines.expired(task):
+        if not Deadlines.expired(ticket):
             raise
         return "timeout"
     finally:
-        deadlines.end(task)
+        Deadlines.end(ticket)
     return "answered"
+
+
+def live(deadlines: Deadlines) -> set[object]:
+    return set() if deadlines._last is None else set(deadlines._last.live)
 
 
 async def test_a_cancellation_in_the_same_instant_wins_over_the_deadline() -> None:
@@ -185,18 +199,18 @@ async def test_a_cancellation_in_the_same_instant_wins_over_the_deadline() -> No
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(_request_like(deadlines, 0.05))
     await asyncio.sleep(0)
-    loop.call_at(deadlines._armed_at, task.cancel)
+    assert deadlines._last is not None
+    loop.call_at(deadlines._last._armed_at, task.cancel)
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert deadlines._live == {}
-    assert deadlines._expired == {}
+    assert live(deadlines) == set()
 
 
 async def test_an_expired_request_alone_times_out() -> None:
     deadlines = Deadlines()
     assert await _request_like(deadlines, 0.05) == "timeout"
     assert pending_cancellations() == 0
-    assert deadlines._live == {}
+    assert live(deadlines) == set()
 
 
 async def test_a_swallowed_expiry_is_taken_back() -> None:
@@ -208,7 +222,51 @@ async def test_a_swallowed_expiry_is_taken_back() -> None:
         return outcome, pending_cancellations()
 
     assert await asyncio.create_task(run()) == ("swallowed", 0)
-    assert deadlines._expired == {}
+    assert live(deadlines) == set()
+
+
+async def test_a_request_inside_a_request_keeps_both_limits() -> None:
+    """Two requests of one task (one sent from the other's hooks): the inner one's end does
+    not drop the outer one's limit, and each times out on its own deadline."""
+    deadlines = Deadlines()
+    started = time.monotonic()
+    # The outer limit passes first: the inner request sees a cancellation that is not its own.
+    assert await _request_like(deadlines, 0.1, inner=5) == "timeout"
+    assert 0.099 <= time.monotonic() - started < 1
+    # The inner limit passes first: the inner request times out, the outer one goes on.
+    assert await _request_like(deadlines, 5, inner=0.1) == "timeout"
+    assert pending_cancellations() == 0
+    assert live(deadlines) == set()
+
+
+def test_each_event_loop_keeps_its_own_deadlines() -> None:
+    """One transport used from two event loops at once (two threads): each request still
+    times out on its own deadline, and neither loop's requests unsettle the other's."""
+    deadlines = Deadlines()
+    results: dict[str, object] = {}
+
+    def in_thread(name: str, seconds: float) -> None:
+        async def main() -> tuple[str, float]:
+            started = time.monotonic()
+            outcome = await _request_like(deadlines, seconds)
+            return outcome, time.monotonic() - started
+
+        results[name] = asyncio.run(main())
+
+    threads = [
+        threading.Thread(target=in_thread, args=("slow", 0.5)),
+        threading.Thread(target=in_thread, args=("quick", 0.1)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    slow, quick = results["slow"], results["quick"]
+    assert isinstance(slow, tuple)
+    assert isinstance(quick, tuple)
+    assert slow[0] == quick[0] == "timeout"
+    assert 0.499 <= slow[1] < 2
+    assert 0.099 <= quick[1] < 1
 
 
 async def test_outside_a_task_no_deadline_is_kept() -> None:
@@ -219,4 +277,101 @@ async def test_outside_a_task_no_deadline_is_kept() -> None:
     asyncio.get_running_loop().call_soon(lambda: results.append(deadlines.start(1.0)))
     await asyncio.sleep(0.01)
     assert results == [None]
-    assert deadlines._live == {}
+    assert live(deadlines) == set()
+
+
+async def test_closing_the_transport_keeps_the_limits_of_requests_on_a_shared_session(
+    server: str,
+) -> None:
+    """A session passed in outlives the transport: its requests still time out."""
+    async with aiohttp.ClientSession() as session:
+        transport = AiohttpTransport(session)
+
+        async def late() -> None:
+            with pytest.raises(kling.APITimeoutError):
+                await transport.request("GET", f"{server}/slow", headers=HEADERS, timeout=0.3)
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as group:
+            group.start_soon(late)
+            await asyncio.sleep(0.05)
+            await transport.aclose()
+        assert time.monotonic() - started < 2
+
+
+async def test_a_bad_url_leaves_no_deadline_behind(server: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        with pytest.raises(TypeError):
+            await transport.request("GET", ["not", "a", "url"], headers=HEADERS, timeout=0.1)  # type: ignore[arg-type]
+        assert live(transport._deadlines) == set()
+        await asyncio.sleep(0.2)  # no stray cancellation lands here
+    finally:
+        await transport.aclose()
+
+
+async def test_no_limit_at_zero_as_with_aiohttp(server: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        answer = await transport.request("GET", f"{server}/fast", headers=HEADERS, timeout=0)
+        assert answer.status == 200
+    finally:
+        await transport.aclose()
+
+
+@contextlib.contextmanager
+def server_in_a_thread() -> Iterator[str]:
+    """``/late-body`` (headers at once, the body 0.2 s later) served from its own thread and
+    event loop, so that it keeps going while the test blocks its own loop."""
+    ready: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async def late_body(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 11
+            await response.prepare(request)
+            await asyncio.sleep(0.2)
+            await response.write(b'{"code": 0}')
+            await response.write_eof()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/late-body", late_body)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.put(f"http://127.0.0.1:{port}")
+        await asyncio.to_thread(stop.wait)
+        await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        yield ready.get(timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+async def test_an_answer_complete_as_the_deadline_passes_is_kept() -> None:
+    """The body arrives while the client's loop is busy, and the loop sees it in the same
+    iteration as it finds the deadline passed: aiohttp's own timer, cancelled as the answer
+    completes, kept the answer, and so does the shared timer."""
+    transport = AiohttpTransport()
+    loop = asyncio.get_running_loop()
+    with server_in_a_thread() as url:
+        try:
+            # The loop is blocked from 0.1 s to 0.5 s: the body (at 0.2 s) and the 0.3 s
+            # deadline are both there when it runs again.
+            loop.call_later(0.1, time.sleep, 0.4)
+            answer = await transport.request(
+                "GET", f"{url}/late-body", headers=HEADERS, timeout=0.3
+            )
+            assert answer.status == 200
+            assert answer.body == b'{"code": 0}'
+            assert pending_cancellations() == 0
+        finally:
+            await transport.aclose()
