@@ -41,17 +41,22 @@ async def server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/slow", slow)
-
     app.router.add_get("/fast", fast)
+    runner, url = await serving(app)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+async def serving(app: web.Application) -> tuple[web.AppRunner, str]:
+    """*app* served on a free port of 127.0.0.1: its runner (to clean up) and its URL."""
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    return runner, f"http://127.0.0.1:{port}"
 
 
 def pending_cancellations() -> int:
@@ -338,12 +343,8 @@ def server_in_a_thread() -> Iterator[str]:
 
         app = web.Application()
         app.router.add_get("/late-body", late_body)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.put(f"http://127.0.0.1:{port}")
+        runner, url = await serving(app)
+        ready.put(url)
         await asyncio.to_thread(stop.wait)
         await runner.cleanup()
 
