@@ -14,7 +14,8 @@ a child process on 127.0.0.1 so that the measured process holds only the client 
   the answer's ``code``. It keeps aiohttp's default time limit (5 minutes a request), as a
   raw loop does unless it sets one; the library's client passes its own limit (60 s by
   default) and keeps it with one timer for all requests in flight (``kling_async._deadlines``)
-  rather than aiohttp's timer per request.
+  rather than aiohttp's timer per request. ``--raw-no-time-limit`` runs the raw loop with no
+  time limit at all, to show what that timer costs it.
 
 Two variants: answers that repeat between checks (a task's state changes rarely, so most
 answers do; the library then skips decoding them, see ``wire.fingerprint``) and, with
@@ -65,6 +66,11 @@ import kling_async as kling
 
 TARGET = 0.9
 
+_raw_session_options: dict[str, Any] = {}
+"""Extra ``ClientSession`` options of the raw loop: ``--raw-no-time-limit`` sets
+``timeout=aiohttp.ClientTimeout()`` (no time limit at all, which no careful script runs with,
+but which shows what aiohttp's own per-request timer costs the raw loop)."""
+
 
 def _tight_policy(concurrency: int) -> kling.PollPolicy:
     tiny = 1e-9
@@ -104,7 +110,9 @@ async def _baseline_window(
     count = 0
     cycle = itertools.cycle(urls)
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100), cookie_jar=aiohttp.DummyCookieJar()
+        connector=aiohttp.TCPConnector(limit=100),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **_raw_session_options,
     ) as session:
 
         async def worker() -> None:
@@ -206,7 +214,9 @@ async def _interleaved(
     cycle = itertools.cycle(task_urls)
     async with (
         aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100), cookie_jar=aiohttp.DummyCookieJar()
+            connector=aiohttp.TCPConnector(limit=100),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            **_raw_session_options,
         ) as session,
         make_client(url, supports_list=False, poll=_tight_policy(concurrency)) as client,
     ):
@@ -389,7 +399,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default="both",
         help="answers that repeat between checks, that all differ, or both in turn",
     )
+    parser.add_argument(
+        "--raw-no-time-limit",
+        action="store_true",
+        help="run the raw loop with no time limit at all (aiohttp's default is 5 minutes)",
+    )
     args = parser.parse_args(argv)
+    _raw_session_options.clear()
+    if args.raw_no_time_limit:
+        _raw_session_options["timeout"] = aiohttp.ClientTimeout()
     variants = [False, True] if args.variant == "both" else [args.variant == "changing"]
     sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "turn")
     settings = {name: getattr(args, name) for name in sizes}
@@ -411,6 +429,12 @@ def _print(result: dict[str, Any]) -> None:
         f"status-check throughput (emulator in a child process, instant answers; {answers})",
         [
             ("tasks / concurrency", f"{result['tasks']} / {result['concurrency']}"),
+            (
+                "raw loop's time limit",
+                "none (--raw-no-time-limit)"
+                if _raw_session_options
+                else "aiohttp's default (5 min a request)",
+            ),
             ("raw aiohttp GET loop, checks/s", result["baseline_checks_per_s"]),
             ("client.watch scheduler, checks/s", result["library_checks_per_s"]),
             ("per round (baseline)", ", ".join(f"{r:.0f}" for r in result["baseline_rounds"])),
