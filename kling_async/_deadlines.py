@@ -54,38 +54,48 @@ def _take_back(task: asyncio.Task[Any]) -> int:
 class Ticket:
     """One request's deadline: what [`Deadlines.start`][kling_async._deadlines.Deadlines.start]
     hands back, to pass to ``expired`` and ``end``. Compared by identity: two requests of one
-    task (a request made from inside another's hooks) each have their own."""
+    task (a request made from inside another's hooks) each have their own.
 
-    __slots__ = ("deadline", "expired", "owner", "pending", "task")
+    It holds its task weakly, and the per-loop state its loop weakly: a ticket left behind (its
+    loop closed under a request still running) keeps neither alive.
+    """
+
+    __slots__ = ("_task", "deadline", "expired", "owner", "pending")
 
     def __init__(
         self, owner: _LoopDeadlines, task: asyncio.Task[Any], deadline: float, pending: int
     ) -> None:
         self.owner = owner
-        self.task = task
+        self._task = weakref.ref(task)
         self.deadline = deadline
         self.pending = pending
         """The task's pending cancellations when the request began."""
         self.expired = False
         """Cancelled by the timer, and that cancellation not yet accounted for."""
 
+    @property
+    def task(self) -> asyncio.Task[Any] | None:
+        """The request's task, while it exists."""
+        return self._task()
+
 
 class Deadlines:
     """The deadlines of one transport's requests in flight, per event loop.
 
     Use ``start`` as a request begins, ``expired`` in its ``except asyncio.CancelledError``
-    and ``end`` in its ``finally``; nothing else is needed.
+    and ``end`` in its ``finally``; nothing else is needed. Nothing here keeps an event loop
+    alive: the per-loop state is keyed weakly and refers to its loop weakly, and no timer
+    handle is kept (a timer superseded by an earlier one finds out when it fires).
     """
 
-    __slots__ = ("_last", "_last_loop", "_loops")
+    __slots__ = ("_last", "_loops")
 
     def __init__(self) -> None:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDeadlines] = (
             weakref.WeakKeyDictionary()
         )
-        # The loop asked for last and its deadlines: a transport is used on one loop, almost
-        # always, and this spares a weak-dictionary look-up per request.
-        self._last_loop: asyncio.AbstractEventLoop | None = None
+        # The state of the loop asked for last: a transport is used on one loop, almost always,
+        # and this spares a weak-dictionary look-up per request.
         self._last: _LoopDeadlines | None = None
 
     def start(self, seconds: float) -> Ticket | None:
@@ -100,12 +110,12 @@ class Deadlines:
         if task is None:
             return None
         deadlines = self._last
-        if loop is not self._last_loop or deadlines is None:
+        if deadlines is None or deadlines.loop() is not loop:
             deadlines = self._loops.get(loop)
             if deadlines is None:
                 deadlines = self._loops[loop] = _LoopDeadlines(loop)
-            self._last_loop, self._last = loop, deadlines
-        return deadlines.start(task, loop.time() + seconds)
+            self._last = deadlines
+        return deadlines.start(loop, task, loop.time() + seconds)
 
     @staticmethod
     def expired(ticket: Ticket) -> bool:
@@ -113,11 +123,12 @@ class Deadlines:
 
         Call it where the request catches ``asyncio.CancelledError``: ``False`` means re-raise.
         """
-        if not ticket.expired:
+        task = ticket.task
+        if not ticket.expired or task is None:
             return False
         ticket.expired = False
         # Someone else cancelled it too (a cancel scope, a shutdown): theirs must go on.
-        return _take_back(ticket.task) <= ticket.pending
+        return _take_back(task) <= ticket.pending
 
     @staticmethod
     def end(ticket: Ticket) -> None:
@@ -126,38 +137,43 @@ class Deadlines:
         if ticket.expired:
             # Cancelled, but the request ended without the cancellation reaching it.
             ticket.expired = False
-            _take_back(ticket.task)
+            task = ticket.task
+            if task is not None:
+                _take_back(task)
 
 
 class _LoopDeadlines:
-    """The tickets in flight on one event loop, and the one timer that expires them."""
+    """The tickets in flight on one event loop, and the timer that expires them."""
 
-    __slots__ = ("__weakref__", "_armed_at", "_loop", "_timer", "live")
+    __slots__ = ("__weakref__", "_armed_at", "live", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = weakref.ref(loop)
         self.live: set[Ticket] = set()
-        self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
 
-    def start(self, task: asyncio.Task[Any], deadline: float) -> Ticket:
+    def start(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], deadline: float
+    ) -> Ticket:
         ticket = Ticket(self, task, deadline, _pending(task))
         self.live.add(ticket)
         if deadline < self._armed_at:
-            self._arm(deadline)
+            self._arm(loop, deadline)
         return ticket
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._fire)
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        # The handle is not kept (it refers to the loop); a timer armed for later that this
+        # one supersedes sees, when it fires, that it is no longer the armed one.
         self._armed_at = when
+        loop.call_at(when, self._fire, when)
 
-    def _fire(self) -> None:
+    def _fire(self, armed_at: float) -> None:
         """Find the requests whose deadline is reached; re-arm for the next one."""
-        self._timer = None
+        if armed_at != self._armed_at:
+            return  # superseded by a timer armed for sooner, which has done this
         self._armed_at = math.inf
-        now = self._loop.time() + _SLACK
+        loop = asyncio.get_running_loop()
+        now = loop.time() + _SLACK
         soonest = math.inf
         due: list[Ticket] = []
         for ticket in self.live:
@@ -169,12 +185,13 @@ class _LoopDeadlines:
         if due:
             # Next iteration: a task whose answer arrived in this one resumes before that, and
             # ends its request rather than losing a complete answer to a timeout.
-            self._loop.call_soon(self._expire, due)
+            loop.call_soon(self._expire, due)
         if soonest < math.inf:
-            self._arm(soonest)
+            self._arm(loop, soonest)
 
     def _expire(self, due: list[Ticket]) -> None:
         for ticket in due:
-            if ticket in self.live and not ticket.expired:
+            task = ticket.task
+            if ticket in self.live and not ticket.expired and task is not None:
                 ticket.expired = True
-                ticket.task.cancel()
+                task.cancel()

@@ -236,8 +236,8 @@ class AiohttpTransport:
         if session is None:
             session = self._get_session()
         parsed = self._urls.get(url)
-        # Last before the try, so that whatever raises sooner leaves no deadline behind. No
-        # limit at 0 or below, as with aiohttp's own.
+        # After everything that can raise, so that a failure here leaves no deadline behind
+        # (only dictionary look-ups follow). No limit at 0 or below, as with aiohttp's own.
         ticket = self._deadlines.start(timeout) if timeout is not None and timeout > 0 else None
         # With the deadline kept above, aiohttp keeps only the connect timeout; with no task to
         # cancel (never so under asyncio), aiohttp keeps the whole limit itself.

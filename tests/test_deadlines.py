@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import math
 import queue
 import sys
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -162,7 +165,7 @@ async def test_fast_requests_leave_no_deadline_behind(server: str) -> None:
         assert deadlines.live == set()
         await asyncio.sleep(0.4)  # past every deadline: the timer fires and cancels nobody
         assert pending_cancellations() == 0
-        assert deadlines._timer is None
+        assert deadlines._armed_at == math.inf
     finally:
         await transport.aclose()
 
@@ -272,6 +275,30 @@ def test_each_event_loop_keeps_its_own_deadlines() -> None:
     assert slow[0] == quick[0] == "timeout"
     assert 0.499 <= slow[1] < 2
     assert 0.099 <= quick[1] < 1
+
+
+def test_no_event_loop_is_kept_alive() -> None:
+    """One transport's deadlines outlive many ``asyncio.run`` calls, some of whose loops close
+    with a request still waiting: none of those loops (nor their tasks) stays in memory."""
+    deadlines = Deadlines()
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_request() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert await _request_like(deadlines, 0.01) == "timeout"
+
+    for _ in range(5):
+        asyncio.run(one_request())
+    for _ in range(3):
+        # A loop closed under a request that never ended (no asyncio.run to cancel it).
+        loop = asyncio.new_event_loop()
+        loops.append(weakref.ref(loop))
+        waiting = loop.create_task(_request_like(deadlines, 60))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+        del loop, waiting
+    gc.collect()
+    assert [ref() for ref in loops] == [None] * 8
 
 
 async def test_outside_a_task_no_deadline_is_kept() -> None:
