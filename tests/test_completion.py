@@ -208,6 +208,19 @@ def _finishing(clock: FakeClock, finish_at: dict[str, float]) -> FakeServer:
     return FakeServer(clock, finish_at)
 
 
+async def _wave(
+    clock: FakeClock, model: CompletionModel, finish_at: dict[str, float]
+) -> tuple[FakeServer, list[tuple[float, Task]]]:
+    """Track tasks finishing at *finish_at* with one scheduler learning into *model*, until all
+    are delivered: the server (its checks) and the deliveries."""
+    server = _finishing(clock, finish_at)
+    scheduler = PollScheduler(server.fetch, clock=clock, completions=model, rng=random.Random(1))
+    for task_id in finish_at:
+        scheduler.add(make_task(task_id))
+    scheduler.close()
+    return server, await collect(scheduler, clock)
+
+
 async def test_window_schedule_beats_a_ten_second_loop_on_virtual_time() -> None:
     """U(60, 300) s tasks: none checked before the window, 95 % seen within detect_gap of their
     finish (the rest, past a window learnt from the early finishers, a little later), and fewer
@@ -238,23 +251,13 @@ async def test_learnt_window_moves_the_next_tasks_checks() -> None:
     clock = FakeClock()
     model = CompletionModel()
     first = {f"a{i}": 195 + i for i in range(10)}
-    server = _finishing(clock, first)
-    scheduler = PollScheduler(server.fetch, clock=clock, completions=model, rng=random.Random(1))
-    for task_id in first:
-        scheduler.add(make_task(task_id))
-    scheduler.close()
-    await collect(scheduler, clock)
+    server, _ = await _wave(clock, model, first)
     cold_checks = sum(server.fetches.values())
     assert len(model.times(("text2video",))) == 10  # learnt from the check brackets
 
     start = clock.now()
     second = {f"b{i}": start + 195 + i for i in range(10)}
-    server = _finishing(clock, second)
-    scheduler = PollScheduler(server.fetch, clock=clock, completions=model, rng=random.Random(1))
-    for task_id in second:
-        scheduler.add(make_task(task_id))
-    scheduler.close()
-    results = await collect(scheduler, clock)
+    server, results = await _wave(clock, model, second)
     assert len(results) == 10
     assert min(min(times) for times in server.fetch_times.values()) - start > 150
     assert sum(server.fetches.values()) < cold_checks / 3
@@ -272,12 +275,7 @@ async def test_tasks_that_take_the_same_time_are_seen_within_a_second_once_learn
         model.times(("text2video",)).add(180.0)
     start = clock.now()
     finish_at = {f"b{i}": start + 180.0 for i in range(10)}
-    server = _finishing(clock, finish_at)
-    scheduler = PollScheduler(server.fetch, clock=clock, completions=model, rng=random.Random(1))
-    for task_id in finish_at:
-        scheduler.add(make_task(task_id))
-    scheduler.close()
-    results = await collect(scheduler, clock)
+    server, results = await _wave(clock, model, finish_at)
     assert len(results) == 10
     for when, task in results:
         assert 0 <= when - finish_at[task.id] <= 1.5
