@@ -1,9 +1,9 @@
 """Whole-request time limits for many concurrent requests, kept by one event-loop timer.
 
 aiohttp's own ``ClientTimeout(total=...)`` arms an event-loop timer for every request and
-cancels it when the answer is in. At thousands of status checks a second that costs about a
-tenth of the client's CPU: the loop keeps its timers in a heap whose handles compare in Python,
-and a cancelled one stays there until the heap is rebuilt. Here a request only notes its
+cancels it when the answer is in. At thousands of status checks a second that is measurable
+(a raw aiohttp loop checks 6-9 % faster without it): the loop keeps its timers in a heap whose
+handles compare in Python, and a cancelled one stays there until the heap is rebuilt. Here a request only notes its
 deadline (a [`Ticket`][kling_async._deadlines.Ticket]); one timer per event loop, armed for the
 earliest deadline in flight, cancels the requests whose time is up, and it fires about once per
 timeout period however many requests come and go.
