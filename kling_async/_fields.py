@@ -20,19 +20,20 @@ from ._urls import hide_token
 from .errors import ConfigurationError, ValidationError
 
 __all__ = [
-    "check_seconds",
-    "listed",
     "callback",
     "callback_repr",
     "carried",
+    "check_seconds",
     "choice",
     "describe",
     "fail",
     "flag",
     "image",
+    "listed",
     "nested",
     "nested_tuple",
     "number_in",
+    "request_list",
     "rule_names",
     "seconds",
     "text",

@@ -212,8 +212,11 @@ class PollPolicy:
         earliest, latest = window
         gap = self.detect_gap
         if age < earliest:
-            narrow = ends_by is not None and ends_by < earliest + gap
-            to_first = (ends_by if narrow and ends_by is not None else earliest + gap) - age
+            first = earliest + gap
+            narrow = ends_by is not None and ends_by < first
+            if narrow and ends_by is not None:  # (the second test is for the type checker)
+                first = ends_by
+            to_first = first - age
             spreading = lead > gap * self.jitter
             if narrow and not spreading:
                 # Later, not earlier: a check before the span ends would miss the tasks that

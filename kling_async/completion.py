@@ -107,7 +107,7 @@ class CompletionTimes:
     A ring of the last [`SAMPLES`][kling_async.completion.SAMPLES] values: 8 bytes each, sorted only when asked.
     """
 
-    __slots__ = ("_count", "_next", "_ring", "_sorted", "prior_scale")
+    __slots__ = ("_count", "_learnt", "_next", "_ring", "_sorted", "prior_scale")
 
     def __init__(self, prior_scale: float = 1.0) -> None:
         """Start empty.
@@ -121,6 +121,9 @@ class CompletionTimes:
         self._next = 0
         self._count = 0
         self._sorted: list[float] | None = None
+        # The learnt window until the next sample: the scheduler asks for it (through
+        # window_or and ends_by) at every check of a task of this profile.
+        self._learnt: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         """How many samples are kept (at most [`SAMPLES`][kling_async.completion.SAMPLES])."""
@@ -139,6 +142,7 @@ class CompletionTimes:
             return
         self._count += 1
         self._sorted = None
+        self._learnt = None
         if len(self._ring) < SAMPLES:
             self._ring.append(seconds)
             return
@@ -167,11 +171,13 @@ class CompletionTimes:
         count = len(self._ring)
         if count < MIN_SAMPLES:
             return None
-        values = self._values()
-        low = _quantile(values, _TAIL)
-        high = _quantile(values, 1 - _TAIL)
-        pad = (high - low) / count
-        return max(0.0, low - 3.5 * pad), high + pad
+        if self._learnt is None:
+            values = self._values()
+            low = _quantile(values, _TAIL)
+            high = _quantile(values, 1 - _TAIL)
+            pad = (high - low) / count
+            self._learnt = max(0.0, low - 3.5 * pad), high + pad
+        return self._learnt
 
     def ends_by(self) -> float | None:
         """Return the learnt window's latest bound, before any prior extends it.

@@ -163,9 +163,8 @@ class KlingClient(Scoped):
 
     def submit_many(self, requests: Iterable[TaskRequest], *, concurrency: int = 16) -> list[Task]:
         """See [`KlingClient.submit_many`][kling_async.client.KlingClient.submit_many]."""
-        items = _fields.request_list(
-            requests, "submit_many"
-        )  # here: a bad call raises in its thread
+        # Checked here: a bad call raises in the caller's thread, not the loop's.
+        items = _fields.request_list(requests, "submit_many")
         return self._run(self._client.submit_many(items, concurrency=concurrency))
 
     def list_tasks(
