@@ -32,6 +32,13 @@ gave 3,100 to 6,000 checks/s); setting a side up afresh per window, as this scri
 left each window at the mercy of those swings. A turn's checks are those it started. A round's
 ratio pools its turns; the ratio is reported per round, with its min / median / max.
 
+Turns last 0.05 s by default. The swings are faster than a second: an A/A run (the raw loop
+against an identical raw loop, six 4-second rounds per setting) spread with a standard deviation
+of 0.065 at 0.25 s turns, 0.07 at 0.5 s, 0.023-0.040 at 0.1 s and 0.011 at 0.05 s. With
+``--variant changing`` or ``both``, every round of changing answers is followed by such an A/A
+round (``--no-control`` skips it), so that a reader sees the noise next to the figure. The
+calibration runs the same turns with the twin spinning 5 and 10 us of CPU per check.
+
 Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (``--profile`` adds a cProfile of one
 library window).
 """
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import itertools
@@ -90,58 +98,6 @@ class _Window(NamedTuple):
     """CPU seconds this process spent per check (client side only; the emulator is elsewhere)."""
 
 
-def _pooled(windows: Sequence[_Window]) -> _Window:
-    """One round's figures from its equal-length windows: mean rate, mean CPU per check."""
-    return _Window(
-        sum(w.rate for w in windows) / len(windows),
-        sum(w.cpu_per_check for w in windows) / len(windows),
-    )
-
-
-async def _baseline_window(
-    urls: Sequence[str], concurrency: int, warmup: float, window: float, burn_us: float = 0.0
-) -> _Window:
-    """Checks per second of C raw GET loops over *urls* during *window* (after *warmup*).
-
-    With *burn_us*, each check also spins that many microseconds of CPU (the calibration).
-    """
-    headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
-    counted = False
-    count = 0
-    cycle = itertools.cycle(urls)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        **_raw_session_options,
-    ) as session:
-
-        async def worker() -> None:
-            nonlocal count
-            while True:
-                async with session.get(next(cycle), headers=headers) as response:
-                    body = json.loads((await response.read()).decode())
-                if body["code"] != 0:
-                    raise RuntimeError(f"emulator answered {body!r}")
-                if burn_us:
-                    until = time.perf_counter() + burn_us * 1e-6
-                    while time.perf_counter() < until:
-                        pass
-                if counted:
-                    count += 1
-
-        async with anyio.create_task_group() as group:
-            for _ in range(concurrency):
-                group.start_soon(worker)
-            await anyio.sleep(warmup)
-            counted = True
-            started, cpu = time.perf_counter(), time.process_time()
-            await anyio.sleep(window)
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            counted = False
-            group.cancel_scope.cancel()
-    return _Window(count / elapsed, cpu / max(count, 1))
-
-
 async def _library_window(
     url: str,
     tasks: Sequence[kling.Task],
@@ -165,6 +121,15 @@ async def _library_window(
                 profiler.disable()
             checks.counting = False
     return _Window(checks.count / elapsed, cpu / max(checks.count, 1))
+
+
+def _raw_session() -> aiohttp.ClientSession:
+    """The raw loop's session, on equal footing with the library's (no cookies)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=100),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **_raw_session_options,
+    )
 
 
 class _Turns:
@@ -202,34 +167,42 @@ async def _interleaved(
     slices: int,
     slice_s: float,
     pause: float = 0.03,
+    control: bool = False,
+    burn_us: float = 0.0,
 ) -> tuple[_Window, _Window]:
     """Both sides set up side by side, taking turns of *slice_s* in ABBA order; pooled figures.
 
     Each side keeps its connections and warm state across its turns, so that a turn measures
     its steady state, and short turns follow the machine's speed, which on a shared host swings
     by up to 2x within seconds (see ``benchmarks/README.md``).
+
+    With *control*, the "library" side is a second raw loop, identical to the baseline (an A/A
+    run): its ratio would be 1.00x on a quiet machine, and its spread is the noise a round of
+    this length carries. *burn_us* makes that twin spin so many microseconds of CPU per check
+    (a busy wait), which shows what a given amount of extra work per check costs the ratio.
     """
     turns = _Turns()
     headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
     cycle = itertools.cycle(task_urls)
     async with (
-        aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            **_raw_session_options,
-        ) as session,
+        _raw_session() as session,
+        _raw_session() as twin,
         make_client(url, supports_list=False, poll=_tight_policy(concurrency)) as client,
     ):
 
-        async def baseline_worker() -> None:
+        async def raw_worker(side: str, session: aiohttp.ClientSession, burn_us: float) -> None:
             while True:
-                if turns.side != "baseline":
-                    await turns.wait_for("baseline")
-                turns.counts["baseline"] += 1
+                if turns.side != side:
+                    await turns.wait_for(side)
+                turns.counts[side] += 1
                 async with session.get(next(cycle), headers=headers) as response:
                     body = json.loads((await response.read()).decode())
                 if body["code"] != 0:
                     raise RuntimeError(f"emulator answered {body!r}")
+                if burn_us:
+                    until = time.perf_counter() + burn_us * 1e-6
+                    while time.perf_counter() < until:
+                        pass
 
         poll = client._poll
 
@@ -262,9 +235,13 @@ async def _interleaved(
                 total[2] += cpu
             await anyio.sleep(pause)  # the turn's checks in flight finish, uncounted
 
-        async with anyio.create_task_group() as group, client.watch(tasks):
+        async with anyio.create_task_group() as group, contextlib.AsyncExitStack() as stack:
+            if not control:
+                await stack.enter_async_context(client.watch(tasks))
             for _ in range(concurrency):
-                group.start_soon(baseline_worker)
+                group.start_soon(raw_worker, "baseline", session, 0.0)
+                if control:
+                    group.start_soon(raw_worker, "library", twin, burn_us)
             for side in ("baseline", "library"):
                 await turn(side, warmup, counted=False)
             for index in range(slices):
@@ -290,8 +267,13 @@ async def run(
     changing: bool = False,
     turn: float = 0.25,
     calibrate: bool = False,
+    control: bool = False,
 ) -> dict[str, Any]:
-    """Measure both sides; return checks/s for each and their ratio."""
+    """Measure both sides; return checks/s for each and their ratio.
+
+    With *control*, each round is followed by an A/A round of the same length (the raw loop
+    against an identical raw loop), whose ratios show the noise a round carries on this machine.
+    """
     async with never_finishing(tasks, "tput", changing=changing) as (url, created):
         provider = emulator_provider(url)
         task_urls = [provider.url(f"{task.kind.path}/{task.id}") for task in created]
@@ -301,14 +283,29 @@ async def run(
         slices = max(2, round(each / turn))
         base_rates: list[_Window] = []
         lib_rates: list[_Window] = []
+        control_ratios: list[float] = []
         for _ in range(rounds):
             base, lib = await _interleaved(
                 url, created, task_urls, concurrency, warmup, slices, each / slices
             )
             base_rates.append(base)
             lib_rates.append(lib)
+            if control:
+                first, twin = await _interleaved(
+                    url,
+                    created,
+                    task_urls,
+                    concurrency,
+                    warmup,
+                    slices,
+                    each / slices,
+                    control=True,
+                )
+                control_ratios.append(twin.rate / first.rate)
         calibration = (
-            await _calibration(task_urls, concurrency, warmup, each / 4, 8) if calibrate else {}
+            await _calibration(url, created, task_urls, concurrency, warmup, slices, each / slices)
+            if calibrate
+            else {}
         )
         profile_text = ""
         if profile:
@@ -342,6 +339,7 @@ async def run(
         "cpu_ratio": lib_cpu / base_cpu if base_cpu else float("nan"),
         "profile": profile_text,
         "calibration": calibration,
+        "control_round_ratios": control_ratios,
     }
 
 
@@ -349,10 +347,16 @@ BURNS_US = (5.0, 10.0)
 
 
 async def _calibration(
-    urls: Sequence[str], concurrency: int, warmup: float, each: float, pairs: int
+    url: str,
+    tasks: Sequence[kling.Task],
+    urls: Sequence[str],
+    concurrency: int,
+    warmup: float,
+    slices: int,
+    slice_s: float,
 ) -> dict[float, float]:
     """What a ratio means in microseconds on this machine: the raw loop with a fixed amount of
-    extra CPU per check (a busy wait), against the raw loop alone, windows alternated ABBA.
+    extra CPU per check (a busy wait), against the raw loop alone, one round of turns each.
 
     On a 2-core machine extra client work costs more than itself: the client's syscalls get
     dearer as it falls behind the server, so the ratio a few microseconds buy is measured, not
@@ -360,14 +364,10 @@ async def _calibration(
     """
     ratios: dict[float, float] = {}
     for burn in BURNS_US:
-        plain: list[_Window] = []
-        burned: list[_Window] = []
-        for index in range(pairs):
-            order = (0.0, burn) if index % 2 == 0 else (burn, 0.0)
-            for spin in order:
-                window = await _baseline_window(urls, concurrency, warmup, each, spin)
-                (burned if spin else plain).append(window)
-        ratios[burn] = _pooled(burned).rate / _pooled(plain).rate
+        plain, burned = await _interleaved(
+            url, tasks, urls, concurrency, warmup, slices, slice_s, control=True, burn_us=burn
+        )
+        ratios[burn] = burned.rate / plain.rate
     return ratios
 
 
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=float, default=0.3, help="seconds before each window")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with its own ratio")
     parser.add_argument(
-        "--turn", type=float, default=0.25, help="seconds of one turn of a side within a round"
+        "--turn", type=float, default=0.05, help="seconds of one turn of a side within a round"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile one library window")
     parser.add_argument(
@@ -400,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="answers that repeat between checks, that all differ, or both in turn",
     )
     parser.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the A/A rounds (the raw loop against an identical raw loop)",
+    )
+    parser.add_argument(
         "--raw-no-time-limit",
         action="store_true",
         help="run the raw loop with no time limit at all (aiohttp's default is 5 minutes)",
@@ -412,7 +418,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sizes = ("tasks", "concurrency", "window", "warmup", "rounds", "profile", "turn")
     settings = {name: getattr(args, name) for name in sizes}
     results = [
-        asyncio.run(run(**settings, changing=changing, calibrate=index == 0 and args.calibrate))
+        asyncio.run(
+            run(
+                **settings,
+                changing=changing,
+                calibrate=index == 0 and args.calibrate,
+                control=changing and args.control,
+            )
+        )
         for index, changing in enumerate(variants)
     ]
     for result in results:
@@ -451,6 +464,18 @@ def _print(result: dict[str, Any]) -> None:
             ),
         ],
     )
+    control = result["control_round_ratios"]
+    if control:
+        print_table(
+            "A/A control: the raw loop against an identical raw loop, rounds of the same length",
+            [
+                ("per round", ", ".join(f"{r:.2f}x" for r in control)),
+                (
+                    "min / median / max (1.00x on a quiet machine; the spread is the noise)",
+                    f"{min(control):.2f} / {percentile(control, 50):.2f} / {max(control):.2f}x",
+                ),
+            ],
+        )
     if result["calibration"]:
         print_table(
             "calibration: the raw loop with extra CPU per check (a busy wait) vs the raw loop",
