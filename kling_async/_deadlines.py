@@ -105,10 +105,10 @@ class Deadlines:
             the request's ticket; ``None`` when there is no current task to cancel (the caller
             must then keep the time limit another way).
         """
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+        task = asyncio.current_task()  # raises, as get_running_loop does, outside a loop
         if task is None:
             return None
+        loop = task.get_loop()
         deadlines = self._last
         if deadlines is None or deadlines.loop() is not loop:
             deadlines = self._loops.get(loop)
